@@ -1,0 +1,19 @@
+"""The built-in strategies and adapters, registered through the same hook plugins use."""
+
+from sliminfer.cache.gpu_resident import GPUResidentCache
+from sliminfer.core.registry import Register, hookimpl
+from sliminfer.models.llama import LlamaAdapter
+from sliminfer.models.qwen import Qwen2Adapter, Qwen3Adapter
+from sliminfer.strategies.fixed_schedule import FixedBudgetSchedule
+from sliminfer.strategies.ratio_schedule import RatioSchedule
+from sliminfer.strategies.token_unit import TokenUnitScorer
+
+
+@hookimpl
+def sliminfer_register(register: Register) -> None:
+    register.scorer("token_unit", TokenUnitScorer)
+    register.schedule("fixed", FixedBudgetSchedule)
+    register.schedule("ratio", RatioSchedule)
+    register.cache_manager("gpu", GPUResidentCache)
+    for adapter in (LlamaAdapter, Qwen2Adapter, Qwen3Adapter):
+        register.model_adapter(adapter)

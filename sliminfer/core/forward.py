@@ -1,0 +1,155 @@
+"""The staged forward pass: sliminfer owns the layer loop, the model's modules do the math.
+
+Prefill runs embeddings, then each decoder layer as two stages (attention block, MLP block) with a
+pruning hook point between them (``after_attention``, the paper's) or after the layer
+(``after_layer``). When a stage prunes, the surviving tokens' hidden states, original positions and
+rotary (cos, sin) are gathered together, so every later layer sees a shorter, gap-free sequence whose
+RoPE still encodes the original positions; ``position_ids`` never reach the attention modules (a
+FlashAttention backend would take gapped ones for packed sequences). Each layer writes its own KV into
+the cache manager, so a layer holds exactly the tokens it saw.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from sliminfer.core import events
+from sliminfer.core.errors import InputError
+from sliminfer.core.results import PrefillResult
+from sliminfer.core.timing import now
+from sliminfer.strategies.block_selection import blocks_to_keep, select_kept_indices
+
+if TYPE_CHECKING:
+    from sliminfer.cache.base import KVCacheManager
+    from sliminfer.core.registry import Registry
+    from sliminfer.models.base import ModelAdapter, PositionEmbeddings
+    from sliminfer.strategies.base import Schedule, Scorer
+
+
+class StagedForward:
+    """Prefill with pruning hook points, and single-token decode steps, over one model adapter."""
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        registry: Registry,
+        scorer: Scorer | None = None,
+        schedule: Schedule | None = None,
+        prune_point: str = "after_attention",
+    ) -> None:
+        self.adapter = adapter
+        self.scorer = scorer
+        self.schedule = schedule
+        self.prune_after_attention = prune_point == "after_attention"
+        self.hook = registry.pm.hook
+        self.observe_prune = registry.has_observers("sliminfer_prune")
+        self.observe_prefill = registry.has_observers("sliminfer_prefill_start") or registry.has_observers(
+            "sliminfer_prefill_end"
+        )
+
+    @property
+    def pruning(self) -> bool:
+        return self.scorer is not None and self.schedule is not None
+
+    def check_prompt(self, input_ids: torch.Tensor) -> None:
+        if input_ids.dim() != 2:
+            raise InputError(f"input_ids: expected shape [batch, tokens], got {tuple(input_ids.shape)}")
+        batch, n = input_ids.shape
+        if n == 0:
+            raise InputError("prompt: empty (0 tokens); give at least one token")
+        if batch != 1:
+            raise InputError(
+                f"input_ids: batch size {batch}; sliminfer runs one prompt at a time (each prompt keeps its own "
+                "tokens), so call prefill/generate once per prompt"
+            )
+        if n > self.adapter.max_positions:
+            raise InputError(
+                f"prompt: {n} tokens is longer than the model's maximum of {self.adapter.max_positions} positions"
+            )
+
+    @torch.inference_mode()
+    def prefill(self, input_ids: torch.Tensor, cache: KVCacheManager) -> PrefillResult:
+        self.check_prompt(input_ids)
+        adapter = self.adapter
+        device = input_ids.device
+        n_prompt = input_ids.shape[1]
+        if self.observe_prefill:
+            self.hook.sliminfer_prefill_start(
+                event=events.PrefillStart(n_prompt, adapter.num_layers, self.pruning)
+            )
+        start = now(device)
+        hidden = adapter.embed(input_ids)
+        positions = torch.arange(n_prompt, device=device)
+        cos, sin = adapter.rotary(hidden, positions[None])
+        mask = adapter.causal_mask(n_prompt, hidden)
+        kept: list[torch.Tensor] = []
+        for layer in range(adapter.num_layers):
+            kept.append(positions)
+            budget = self.schedule.budget(layer, positions.numel()) if self.pruning else None
+            keep_blocks = blocks_to_keep(positions.numel(), self.scorer.block_size, budget) if budget else None
+            window_in = hidden[:, -self.scorer.window :] if keep_blocks else None
+            hidden = adapter.attention_block(layer, hidden, (cos, sin), mask, cache)
+            if not self.prune_after_attention:
+                hidden = adapter.mlp_block(layer, hidden)
+            if keep_blocks:
+                w = window_in.shape[1]
+                idx = self._select(layer, window_in, (cos[:, -w:], sin[:, -w:]), cache, keep_blocks, budget, positions)
+                hidden, positions = hidden[:, idx], positions[idx]
+                cos, sin = cos[:, idx], sin[:, idx]
+                mask = adapter.causal_mask(positions.numel(), hidden)
+            if self.prune_after_attention:
+                hidden = adapter.mlp_block(layer, hidden)
+        logits = adapter.logits(hidden[:, -1:])[:, -1]
+        ttft = now(device) - start
+        per_token = 2 * adapter.num_kv_heads * adapter.head_dim * hidden.element_size() * hidden.shape[0]
+        result = PrefillResult(
+            logits=logits,
+            cache=cache,
+            kept_positions=kept,
+            ttft_s=ttft,
+            kv_bytes_per_layer=cache.kv_bytes(),
+            full_kv_bytes=per_token * n_prompt * adapter.num_layers,
+        )
+        if self.observe_prefill:
+            self.hook.sliminfer_prefill_end(
+                event=events.PrefillEnd(tuple(result.tokens_per_layer), result.kv_bytes, ttft)
+            )
+        return result
+
+    def _select(
+        self,
+        layer: int,
+        window_in: torch.Tensor,
+        window_pe: PositionEmbeddings,
+        cache: KVCacheManager,
+        keep_blocks: int,
+        budget: int,
+        positions: torch.Tensor,
+    ) -> torch.Tensor:
+        """Score the layer's full blocks and return the indices of the tokens that survive."""
+        size = self.scorer.block_size
+        n = positions.numel()
+        n_full = n // size
+        queries = self.adapter.window_queries(layer, window_in, window_pe)
+        keys = cache.layer_keys(layer)[:, :, : n_full * size]
+        scores = self.scorer.score_blocks(queries, keys)[0]
+        idx = select_kept_indices(scores, n, size, keep_blocks)
+        if self.observe_prune:
+            self.hook.sliminfer_prune(
+                event=events.PruneDecision(layer, budget, n, positions[idx], scores)
+            )
+        return idx
+
+    @torch.inference_mode()
+    def decode_step(self, token: torch.Tensor, position: int, cache: KVCacheManager) -> torch.Tensor:
+        """Run one token at ``position`` through every layer; return its logits ``[batch, vocab]``."""
+        adapter = self.adapter
+        hidden = adapter.embed(token)
+        pos = torch.full((1, 1), position, dtype=torch.long, device=token.device)
+        pe = adapter.rotary(hidden, pos)
+        for layer in range(adapter.num_layers):
+            hidden = adapter.attention_block(layer, hidden, pe, None, cache)
+            hidden = adapter.mlp_block(layer, hidden)
+        return adapter.logits(hidden)[:, -1]

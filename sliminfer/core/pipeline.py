@@ -1,0 +1,197 @@
+"""``SlimPipeline``: the one way in.
+
+It binds a model (through its adapter), the strategies a config names (resolved once here, so no
+registry lookup happens per token) and a tokenizer, and offers ``prefill`` and ``generate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sliminfer.core import events
+from pydantic import ValidationError
+
+from sliminfer.core.config import GenerationSection, SlimConfig, config_error_from_validation, load_config
+from sliminfer.core.errors import InputError
+from sliminfer.core.forward import StagedForward
+from sliminfer.core.registry import Registry, get_registry
+from sliminfer.core.results import GenerationResult, PrefillResult
+from sliminfer.core.sampling import next_token
+from sliminfer.core.timing import now
+
+ConfigSource = str | Path | Mapping[str, Any] | SlimConfig | None
+
+
+class SlimPipeline:
+    """A model with SlimInfer's staged forward pass, strategies and KV cache manager."""
+
+    def __init__(self, model: Any, tokenizer: Any = None, config: SlimConfig | None = None,
+                 registry: Registry | None = None) -> None:
+        self.registry = registry or get_registry()
+        self.config = config or SlimConfig()
+        self.registry.check_config(self.config)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.adapter = self.registry.adapter_for(model.config).cls(model)
+        scorer = schedule = None
+        pruning = self.config.pruning
+        if pruning is not None:
+            scorer = self.registry.build("scorer", pruning.scorer, "pruning.scorer")
+            schedule = self.registry.build("schedule", pruning.schedule, "pruning.schedule")
+            schedule.check_model(self.adapter.num_layers, "pruning.schedule")
+        self.forward = StagedForward(
+            self.adapter, self.registry, scorer, schedule, pruning.prune_point if pruning else "after_attention"
+        )
+        self._cache_entry = self.registry.get("cache", self.config.cache.name, "cache.name")
+        self._cache_options = self.registry.options("cache", self.config.cache, "cache")
+        self._observe_decode = self.registry.has_observers("sliminfer_decode_step")
+
+    # construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, source: ConfigSource = None, **overrides: Any) -> SlimPipeline:
+        """Build from a preset name, YAML path, dict or config; ``overrides`` are dotted keys
+        (``**{"model.dtype": "float32"}``) or ``section__field=value`` keywords."""
+        from sliminfer.core.loading import load_model
+
+        config = load_config(source, overrides)
+        model, tokenizer = load_model(config.model)
+        return cls(model, tokenizer, config)
+
+    @classmethod
+    def from_pretrained(cls, model_or_path: Any, tokenizer: Any = None, config: ConfigSource = None) -> SlimPipeline:
+        """Wrap an in-memory ``PreTrainedModel`` or load a local checkpoint directory."""
+        cfg = load_config(config)
+        if isinstance(model_or_path, (str, Path)):
+            from sliminfer.core.loading import load_model
+
+            cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"source": str(model_or_path)})})
+            model, loaded_tokenizer = load_model(cfg.model)
+            return cls(model, tokenizer or loaded_tokenizer, cfg)
+        return cls(model_or_path, tokenizer, cfg)
+
+    # helpers -----------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def new_cache(self, reserve_tokens: int = 0) -> Any:
+        cache = self._cache_entry.cls(self._cache_options)
+        cache.setup(self.adapter.num_layers, reserve_tokens)
+        return cache
+
+    def encode(self, prompt: str | Sequence[int] | torch.Tensor, chat_template: bool | None = None) -> torch.Tensor:
+        """Token ids ``[1, n]`` on the model's device for a text prompt or ready ids."""
+        if isinstance(prompt, torch.Tensor):
+            ids = prompt if prompt.dim() == 2 else prompt.reshape(1, -1)
+        elif isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise InputError("prompt: text given but the pipeline has no tokenizer; pass token ids")
+            if not prompt:
+                raise InputError("prompt: empty string; give some text")
+            use_chat = self.config.generation.chat_template if chat_template is None else chat_template
+            if use_chat and getattr(self.tokenizer, "chat_template", None):
+                prompt = self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+                )
+            ids = torch.tensor([self.tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+        else:
+            ids = torch.tensor([list(prompt)], dtype=torch.long)
+        return ids.to(self.device)
+
+    def _eos_ids(self) -> set[int]:
+        eos: set[int] = set()
+        for source in (getattr(self.model, "generation_config", None), self.tokenizer):
+            value = getattr(source, "eos_token_id", None) if source is not None else None
+            if value is not None:
+                eos.update(value if isinstance(value, (list, tuple)) else [value])
+        return eos
+
+    # inference ----------------------------------------------------------------------------------
+    def prefill(self, input_ids: torch.Tensor | Sequence[int] | str, reserve_tokens: int = 0) -> PrefillResult:
+        """Run the prompt through the model (pruning as configured); logits of its last token."""
+        ids = self.encode(input_ids) if not isinstance(input_ids, torch.Tensor) else input_ids.to(self.device)
+        return self.forward.prefill(ids, self.new_cache(reserve_tokens))
+
+    def generate(
+        self,
+        prompt_or_ids: str | Sequence[int] | torch.Tensor,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        chat_template: bool | None = None,
+    ) -> GenerationResult:
+        """Prefill, then decode until EOS, a stop string or ``max_new_tokens``."""
+        updates = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                       seed=seed, stop=list(stop) if stop is not None else None)
+        try:  # per-call values obey the same bounds as the YAML ones
+            gen = GenerationSection.model_validate(
+                {**self.config.generation.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
+            )
+        except ValidationError as exc:
+            raise config_error_from_validation(exc, prefix="generation") from None
+        ids = self.encode(prompt_or_ids, chat_template)
+        generator = None
+        if gen.temperature > 0:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(gen.seed if gen.seed is not None else torch.seed())
+        eos = self._eos_ids()
+        device = self.device
+        start = now(device)
+        prefill = self.forward.prefill(ids, self.new_cache(gen.max_new_tokens))
+        token = next_token(prefill.logits, gen.temperature, gen.top_k, gen.top_p, generator)
+        ttft = now(device) - start
+        tokens = [int(token)]
+        stopped_by = "max_new_tokens"
+        position = ids.shape[1]
+        while True:
+            if self._observe_decode:
+                self.registry.pm.hook.sliminfer_decode_step(
+                    event=events.DecodeStep(len(tokens) - 1, tokens[-1], position)
+                )
+            if tokens[-1] in eos:
+                stopped_by = "eos"
+                break
+            if gen.stop and self._hit_stop(tokens, gen.stop):
+                stopped_by = "stop"
+                break
+            if len(tokens) >= gen.max_new_tokens:
+                break
+            logits = self.forward.decode_step(token, position, prefill.cache)
+            token = next_token(logits, gen.temperature, gen.top_k, gen.top_p, generator)
+            tokens.append(int(token))
+            position += 1
+        total = now(device) - start
+        decode_steps = len(tokens) - 1
+        return GenerationResult(
+            token_ids=tokens,
+            text=self._text(tokens, gen.stop),
+            prompt_tokens=ids.shape[1],
+            ttft_s=ttft,
+            decode_s_per_token=(total - ttft) / decode_steps if decode_steps else 0.0,
+            total_s=total,
+            prefill=prefill,
+            stopped_by=stopped_by,
+        )
+
+    def _hit_stop(self, tokens: list[int], stop: Sequence[str]) -> bool:
+        if self.tokenizer is None:
+            return False
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return any(s in text for s in stop)
+
+    def _text(self, tokens: list[int], stop: Sequence[str]) -> str:
+        if self.tokenizer is None:
+            return ""
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        for s in stop:
+            cut = text.find(s)
+            if cut >= 0:
+                text = text[:cut]
+        return text

@@ -1,0 +1,231 @@
+"""The strategy registry, on pluggy.
+
+Built-in strategies and third-party plugins register through the same hook,
+``sliminfer_register(register)``, and receive a typed :class:`Register` callback, so no plugin touches
+the registry's internals. Third-party plugins load from the ``sliminfer`` entry-point group; the
+environment variable ``SLIMINFER_BLOCK_PLUGINS`` (comma-separated entry-point names, or ``*`` for
+all) keeps named plugins from loading at all.
+
+Observer hooks (prefill start/end, each pruning decision, each decode step) are plain pluggy hooks.
+The pipeline resolves strategies once per run and checks once whether any observer is registered,
+so pluggy stays out of the per-token loop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pluggy
+from pydantic import BaseModel, ValidationError
+
+from sliminfer.core import events
+from sliminfer.core.config import SlimConfig, StrategySpec, config_error_from_validation
+from sliminfer.core.errors import ConfigError, SlimInferError, UnknownNameError, UnsupportedModelError
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+PROJECT = "sliminfer"
+ENTRY_POINT_GROUP = "sliminfer"
+BLOCK_ENV = "SLIMINFER_BLOCK_PLUGINS"
+KINDS = ("scorer", "schedule", "cache", "adapter")
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class Strategy:
+    """What every registered class has: a pydantic ``Config`` and a constructor taking it."""
+
+    Config: ClassVar[type[BaseModel]]
+
+    def __init__(self, config: BaseModel) -> None:
+        self.config = config
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered strategy or adapter."""
+
+    kind: str
+    name: str
+    cls: type
+    plugin: str
+
+    @property
+    def config_model(self) -> type[BaseModel] | None:
+        return getattr(self.cls, "Config", None)
+
+    @property
+    def summary(self) -> str:
+        doc = (self.cls.__doc__ or "").strip().splitlines()
+        return doc[0] if doc else ""
+
+
+class Register:
+    """The callback handed to ``sliminfer_register``: one method per kind of thing to register."""
+
+    def __init__(self, add: Callable[[str, str, type], None]) -> None:
+        self._add = add
+
+    def scorer(self, name: str, cls: type) -> None:
+        """A block scorer (subclass of ``sliminfer.strategies.base.Scorer``)."""
+        self._add("scorer", name, cls)
+
+    def schedule(self, name: str, cls: type) -> None:
+        """A pruning schedule (subclass of ``sliminfer.strategies.base.Schedule``)."""
+        self._add("schedule", name, cls)
+
+    def cache_manager(self, name: str, cls: type) -> None:
+        """A KV cache manager (subclass of ``sliminfer.cache.base.KVCacheManager``)."""
+        self._add("cache", name, cls)
+
+    def model_adapter(self, cls: type) -> None:
+        """A model adapter (subclass of ``sliminfer.models.base.ModelAdapter``), keyed by its model_types."""
+        for model_type in cls.model_types:
+            self._add("adapter", model_type, cls)
+
+
+class Hookspecs:
+    """The hooks plugins may implement (decorate implementations with ``sliminfer.hookimpl``)."""
+
+    @hookspec
+    def sliminfer_register(self, register: Register) -> None:
+        """Register scorers, schedules, cache managers and model adapters."""
+
+    @hookspec
+    def sliminfer_prefill_start(self, event: events.PrefillStart) -> None:
+        """Observe the start of a prefill."""
+
+    @hookspec
+    def sliminfer_prune(self, event: events.PruneDecision) -> None:
+        """Observe each pruning decision."""
+
+    @hookspec
+    def sliminfer_prefill_end(self, event: events.PrefillEnd) -> None:
+        """Observe the end of a prefill."""
+
+    @hookspec
+    def sliminfer_decode_step(self, event: events.DecodeStep) -> None:
+        """Observe each generated token."""
+
+
+_BASES = {
+    "scorer": ("sliminfer.strategies.base", "Scorer"),
+    "schedule": ("sliminfer.strategies.base", "Schedule"),
+    "cache": ("sliminfer.cache.base", "KVCacheManager"),
+    "adapter": ("sliminfer.models.base", "ModelAdapter"),
+}
+
+
+def _base_class(kind: str) -> type:
+    import importlib
+
+    module, name = _BASES[kind]
+    return getattr(importlib.import_module(module), name)
+
+
+class Registry:
+    """Everything registered, looked up by kind and name."""
+
+    def __init__(self, load_entry_points: bool = True) -> None:
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(Hookspecs)
+        self.entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+        self.blocked = sorted(n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip())
+        from sliminfer import builtins
+
+        self.pm.register(builtins, name="sliminfer.builtins")
+        if load_entry_points and "*" not in self.blocked:
+            for name in self.blocked:
+                self.pm.set_blocked(name)
+            self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        for plugin in self.pm.get_plugins():
+            self._register_plugin(plugin)
+
+    def _register_plugin(self, plugin: object) -> None:
+        source = self.pm.get_name(plugin) or repr(plugin)
+        impl = getattr(plugin, "sliminfer_register", None)
+        if impl is None:
+            return
+
+        def add(kind: str, name: str, cls: type) -> None:
+            base = _base_class(kind)
+            if not (isinstance(cls, type) and issubclass(cls, base)):
+                raise SlimInferError(f"plugin {source!r} registered {kind} {name!r} as {cls!r}, not a {base.__name__}")
+            if kind != "adapter" and not isinstance(getattr(cls, "Config", None), type):
+                raise SlimInferError(f"plugin {source!r}: {kind} {name!r} has no pydantic Config class")
+            old = self.entries[kind].get(name)
+            if old is not None and old.cls is not cls:
+                raise SlimInferError(f"{kind} {name!r} registered twice: by {old.plugin!r} and by {source!r}")
+            self.entries[kind][name] = Entry(kind, name, cls, source)
+
+        impl(register=Register(add))
+
+    def register_plugin(self, plugin: object, name: str | None = None) -> None:
+        """Register an in-process plugin object (tests, notebooks) exactly as an entry point would be."""
+        self.pm.register(plugin, name=name)
+        self._register_plugin(plugin)
+
+    # lookups -------------------------------------------------------------------------------
+    def get(self, kind: str, name: str, field: str | None = None) -> Entry:
+        try:
+            return self.entries[kind][name]
+        except KeyError:
+            raise UnknownNameError(kind, name, self.entries[kind], field) from None
+
+    def options(self, kind: str, spec: StrategySpec, field: str) -> BaseModel:
+        """Validate a strategy section's options with the strategy's own config model."""
+        entry = self.get(kind, spec.name, f"{field}.name")
+        try:
+            return entry.cls.Config.model_validate(spec.options)
+        except ValidationError as exc:
+            raise config_error_from_validation(exc, prefix=field) from None
+
+    def build(self, kind: str, spec: StrategySpec, field: str) -> Any:
+        """Instantiate the strategy a config section names."""
+        return self.get(kind, spec.name, f"{field}.name").cls(self.options(kind, spec, field))
+
+    def check_config(self, config: SlimConfig) -> None:
+        """Everything that can be checked without the model: names, options, cross-field rules."""
+        self.options("cache", config.cache, "cache")
+        if config.pruning is not None:
+            scorer = self.build("scorer", config.pruning.scorer, "pruning.scorer")
+            schedule = self.build("schedule", config.pruning.schedule, "pruning.schedule")
+            schedule.check_block_size(scorer.block_size, field="pruning.schedule")
+
+    def adapter_for(self, hf_config: PretrainedConfig) -> Entry:
+        model_type = getattr(hf_config, "model_type", None)
+        if model_type not in self.entries["adapter"]:
+            archs = getattr(hf_config, "architectures", None) or [model_type]
+            raise UnsupportedModelError(
+                f"unsupported architecture {archs} (model_type {model_type!r}); supported model types: "
+                f"{', '.join(sorted(self.entries['adapter']))}"
+            )
+        return self.entries["adapter"][model_type]
+
+    def has_observers(self, hook_name: str) -> bool:
+        return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, built on first use (importing sliminfer loads no plugin)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = Registry()
+    return _REGISTRY
+
+
+def reset_registry() -> None:
+    """Forget the registry so the next lookup rebuilds it (after changing SLIMINFER_BLOCK_PLUGINS)."""
+    global _REGISTRY
+    _REGISTRY = None
+
+
+__all__ = ["ConfigError", "Entry", "Register", "Registry", "get_registry", "hookimpl", "reset_registry"]

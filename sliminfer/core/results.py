@@ -1,0 +1,65 @@
+"""What a prefill and a generation return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from sliminfer.cache.base import KVCacheManager
+
+
+@dataclass
+class PrefillResult:
+    """The outcome of one prefill.
+
+    Attributes:
+        logits: last prompt token's logits, ``[batch, vocab]``.
+        cache: the KV cache manager holding every layer's KV, ready for decoding.
+        kept_positions: for every layer, the ORIGINAL positions of the prompt tokens whose KV that
+            layer holds, in order.
+        ttft_s: seconds from the start of the prefill to the logits (device synchronised).
+        kv_bytes_per_layer: bytes of prompt KV each layer holds.
+        full_kv_bytes: what an unpruned prefill of the same prompt would hold.
+    """
+
+    logits: torch.Tensor
+    cache: KVCacheManager
+    kept_positions: list[torch.Tensor]
+    ttft_s: float
+    kv_bytes_per_layer: list[int]
+    full_kv_bytes: int
+
+    @property
+    def prompt_tokens(self) -> int:
+        return int(self.kept_positions[0].numel())
+
+    @property
+    def tokens_per_layer(self) -> list[int]:
+        return [int(p.numel()) for p in self.kept_positions]
+
+    @property
+    def kv_bytes(self) -> int:
+        return sum(self.kv_bytes_per_layer)
+
+    @property
+    def kv_saved_fraction(self) -> float:
+        return 1.0 - self.kv_bytes / self.full_kv_bytes if self.full_kv_bytes else 0.0
+
+
+@dataclass
+class GenerationResult:
+    """Generated tokens and text, with timings.
+
+    ``decode_s_per_token`` is the mean time of the decode steps (tokens after the first); it is 0.0
+    when only one token was produced.
+    """
+
+    token_ids: list[int]
+    text: str
+    prompt_tokens: int
+    ttft_s: float
+    decode_s_per_token: float
+    total_s: float
+    prefill: PrefillResult = field(repr=False)
+    stopped_by: str = "max_new_tokens"

@@ -1,0 +1,1 @@
+"""Model adapters: the only modules that know transformers' internals."""

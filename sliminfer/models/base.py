@@ -1,0 +1,123 @@
+"""Model adapters: the one place that knows transformers' module layout.
+
+The pipeline owns the layer loop and calls an adapter for each piece of a decoder layer, so pruning
+can shrink the token set between (or inside) layers without copying any model's forward code: the
+model's own modules (norms, attention with its backend, MLP, rotary embedding) do all the math, which
+is what makes the unpruned path bit-identical to stock transformers.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from sliminfer.core.errors import UnsupportedModelError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from sliminfer.cache.base import KVCacheManager
+
+PositionEmbeddings = tuple[torch.Tensor, torch.Tensor]
+
+
+class ModelAdapter:
+    """Adapter for decoder-only models laid out like Llama: ``model.model.{embed_tokens, layers, norm,
+    rotary_emb}`` and layers with ``input_layernorm, self_attn, post_attention_layernorm, mlp``."""
+
+    model_types: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        self.model = model
+        self.config = model.config
+        self.base = model.model
+        self.layers = self.base.layers
+        self.check_supported()
+        self._rope = sys.modules[type(self.layers[0].self_attn).__module__].apply_rotary_pos_emb
+
+    def check_supported(self) -> None:
+        """Refuse configurations the pipeline would run wrongly (raise UnsupportedModelError)."""
+        layer_types = getattr(self.config, "layer_types", None) or []
+        sliding = [i for i, t in enumerate(layer_types) if t != "full_attention"]
+        if sliding:
+            raise UnsupportedModelError(
+                f"{self.config.model_type}: layers {sliding} use {layer_types[sliding[0]]!r}; sliminfer supports "
+                "full-attention layers only (set use_sliding_window=false in the model config)"
+            )
+
+    # shapes -------------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def max_positions(self) -> int:
+        return int(getattr(self.config, "max_position_embeddings", 1 << 30))
+
+    @property
+    def num_kv_heads(self) -> int:
+        return int(self.config.num_key_value_heads)
+
+    @property
+    def head_dim(self) -> int:
+        return int(self.layers[0].self_attn.head_dim)
+
+    @property
+    def attention_implementation(self) -> str:
+        return str(self.config._attn_implementation)
+
+    # the forward pass, piece by piece ---------------------------------------------------------
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.base.embed_tokens(input_ids)
+
+    def rotary(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> PositionEmbeddings:
+        """(cos, sin) for any positions, gapped ones included."""
+        return self.base.rotary_emb(hidden, position_ids=position_ids)
+
+    def causal_mask(self, n: int, hidden: torch.Tensor) -> torch.Tensor | None:
+        """Mask for a prefill over ``n`` tokens: None where the backend applies causality itself."""
+        if self.attention_implementation in ("sdpa", "flash_attention_2", "flash_attention_3"):
+            return None
+        mask = torch.full((n, n), torch.finfo(hidden.dtype).min, dtype=hidden.dtype, device=hidden.device)
+        return mask.triu(1)[None, None]
+
+    def attention_block(
+        self,
+        layer: int,
+        hidden: torch.Tensor,
+        position_embeddings: PositionEmbeddings,
+        attention_mask: torch.Tensor | None,
+        cache: KVCacheManager,
+    ) -> torch.Tensor:
+        """``hidden + self_attn(input_layernorm(hidden))``; the attention writes its KV into ``cache``."""
+        block = self.layers[layer]
+        attn_out, _ = block.self_attn(
+            hidden_states=block.input_layernorm(hidden),
+            position_embeddings=position_embeddings,
+            attention_mask=attention_mask,
+            past_key_values=cache,
+        )
+        return hidden + attn_out
+
+    def mlp_block(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        block = self.layers[layer]
+        return hidden + block.mlp(block.post_attention_layernorm(hidden))
+
+    def window_queries(self, layer: int, hidden: torch.Tensor, position_embeddings: PositionEmbeddings) -> torch.Tensor:
+        """Queries of ``hidden``'s tokens at ``layer`` as the attention sees them: ``[b, q_heads, n, d]``."""
+        block = self.layers[layer]
+        attn = block.self_attn
+        x = block.input_layernorm(hidden)
+        q = self._project_queries(attn, x)
+        cos, sin = position_embeddings
+        q, _ = self._rope(q, q[:, :1], cos, sin)
+        return q
+
+    def _project_queries(self, attn: Any, x: torch.Tensor) -> torch.Tensor:
+        return attn.q_proj(x).view(*x.shape[:-1], -1, attn.head_dim).transpose(1, 2)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final norm and LM head of the given tokens: ``[b, n, vocab]``."""
+        return self.model.lm_head(self.base.norm(hidden))

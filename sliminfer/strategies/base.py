@@ -1,0 +1,66 @@
+"""Base classes of the pruning strategies: a scorer ranks blocks, a schedule says when and how many.
+
+A new strategy is one small class with one method to override, plus a pydantic ``Config``; it plugs
+in through ``sliminfer_register`` (see :mod:`sliminfer.core.registry`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from sliminfer.core.registry import Strategy
+
+
+class ScorerConfig(BaseModel):
+    """Fields every scorer has: the pipeline needs them to form blocks and window queries."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    block_size: int = Field(64, ge=1, description="Tokens per block, the unit of keeping and dropping.")
+    window: int = Field(4, ge=1, description="Last prompt tokens whose queries form the local query.")
+
+
+class Scorer(Strategy, ABC):
+    """Scores the full blocks of the current token sequence at a pruning layer."""
+
+    Config = ScorerConfig
+    config: ScorerConfig
+
+    @property
+    def block_size(self) -> int:
+        return self.config.block_size
+
+    @property
+    def window(self) -> int:
+        return self.config.window
+
+    @abstractmethod
+    def score_blocks(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Score blocks; higher is more important.
+
+        Args:
+            queries: ``[batch, q_heads, window, head_dim]``, the last ``window`` tokens' queries as the
+                attention sees them (after RoPE and any q/k norm).
+            keys: ``[batch, kv_heads, n_full_blocks * block_size, head_dim]``, the keys of the tokens in
+                full blocks, likewise after RoPE.
+
+        Returns:
+            ``[batch, n_full_blocks]`` float scores.
+        """
+
+
+class Schedule(Strategy, ABC):
+    """Says after which layers to prune and how many prompt tokens to keep there."""
+
+    @abstractmethod
+    def budget(self, layer: int, tokens: int) -> int | None:
+        """Tokens to keep after ``layer`` given ``tokens`` current ones, or None to keep them all."""
+
+    def check_block_size(self, block_size: int, field: str) -> None:
+        """Raise a ConfigError if the schedule cannot work with this block size."""
+
+    def check_model(self, num_layers: int, field: str) -> None:
+        """Raise a ConfigError if the schedule does not fit a model with ``num_layers`` layers."""

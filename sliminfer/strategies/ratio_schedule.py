@@ -1,0 +1,50 @@
+"""Keep a fraction of the current tokens after given layers (budgets that follow the prompt length)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sliminfer.core.errors import ConfigError
+from sliminfer.strategies.base import Schedule
+
+
+class RatioScheduleConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    layers: list[int] = Field(min_length=1, description="0-indexed layers after which to prune, increasing.")
+    ratios: list[float] = Field(min_length=1, description="Fraction of the CURRENT tokens kept after each layer.")
+    block_size: int = Field(64, ge=1, description="Budgets round down to multiples of this (set to the scorer's).")
+
+    @model_validator(mode="after")
+    def _shape(self) -> RatioScheduleConfig:
+        if len(self.layers) != len(self.ratios):
+            raise ValueError(f"layers ({len(self.layers)}) and ratios ({len(self.ratios)}) differ in length")
+        if any(b <= a for a, b in zip(self.layers, self.layers[1:])) or any(x < 0 for x in self.layers):
+            raise ValueError(f"layers must be >= 0 and strictly increasing; got {self.layers}")
+        if any(not 0.0 < r <= 1.0 for r in self.ratios):
+            raise ValueError(f"ratios must lie in (0, 1]; got {self.ratios}")
+        return self
+
+
+class RatioSchedule(Schedule):
+    """Keep ``ratios[i]`` of the tokens present after layer ``layers[i]``, rounded down to whole blocks."""
+
+    Config = RatioScheduleConfig
+    config: RatioScheduleConfig
+
+    def budget(self, layer: int, tokens: int) -> int | None:
+        try:
+            ratio = self.config.ratios[self.config.layers.index(layer)]
+        except ValueError:
+            return None
+        size = self.config.block_size
+        return max(2 * size, int(tokens * ratio) // size * size)
+
+    def check_block_size(self, block_size: int, field: str) -> None:
+        if block_size != self.config.block_size:
+            raise ConfigError(f"{field}.block_size", self.config.block_size, f"must equal the scorer's block_size {block_size}")
+
+    def check_model(self, num_layers: int, field: str) -> None:
+        for layer in self.config.layers:
+            if layer >= num_layers:
+                raise ConfigError(f"{field}.layers", layer, f"must be a layer index in 0..{num_layers - 1}")
