@@ -19,10 +19,12 @@ from typing import NamedTuple, Sequence
 
 from tqdm.auto import tqdm
 
+from sliminfer.core.errors import SlimInferError
+
 _CHUNK = 1 << 20
 
 
-class AssetError(RuntimeError):
+class AssetError(SlimInferError, RuntimeError):
     """An asset could not be fetched or is unusable."""
 
 

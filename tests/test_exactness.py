@@ -1,0 +1,76 @@
+"""Unpruned mode is stock transformers: same last-token logits, same greedy tokens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import ARCHS, tiny_model
+
+from sliminfer import SlimPipeline
+
+
+def _random_ids(n: int, seed: int = 1, vocab: int = 256) -> torch.Tensor:
+    return torch.randint(0, vocab, (1, n), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_unpruned_logits_and_greedy_tokens_equal_stock(arch: str, attention: str) -> None:
+    model = tiny_model(arch, attention=attention)
+    pipe = SlimPipeline.from_pretrained(model)
+    ids = _random_ids(203)
+    result = pipe.prefill(ids)
+    with torch.inference_mode():
+        stock_logits = model(ids, use_cache=True, logits_to_keep=1).logits[:, -1]
+    assert (result.logits - stock_logits).abs().max().item() <= 1e-5
+    assert result.tokens_per_layer == [203] * model.config.num_hidden_layers
+
+    ours = pipe.generate(ids, max_new_tokens=32).token_ids
+    stock = model.generate(ids, do_sample=False, max_new_tokens=32, min_new_tokens=32)[0, ids.shape[1]:].tolist()
+    assert ours == stock
+
+
+def test_qwen2_with_llama_weights_and_zero_biases_matches_llama() -> None:
+    llama = tiny_model("llama", seed=3)
+    qwen = tiny_model("qwen2", seed=4)
+    state = {k: v for k, v in llama.state_dict().items()}
+    with torch.no_grad():
+        for name, p in qwen.named_parameters():
+            p.copy_(state[name] if name in state else torch.zeros_like(p))
+    ids = _random_ids(150)
+    a = SlimPipeline.from_pretrained(llama).prefill(ids).logits
+    b = SlimPipeline.from_pretrained(qwen).prefill(ids).logits
+    assert (a - b).abs().max().item() <= 1e-5
+
+
+def test_sampling_is_reproducible_with_a_seed() -> None:
+    pipe = SlimPipeline.from_pretrained(tiny_model("llama"))
+    ids = _random_ids(40)
+    a = pipe.generate(ids, max_new_tokens=12, temperature=0.9, top_k=50, top_p=0.9, seed=7).token_ids
+    b = pipe.generate(ids, max_new_tokens=12, temperature=0.9, top_k=50, top_p=0.9, seed=7).token_ids
+    c = pipe.generate(ids, max_new_tokens=12, temperature=0.9, top_k=50, top_p=0.9, seed=8).token_ids
+    assert a == b
+    assert a != c
+
+
+@pytest.mark.real_weights
+def test_smollm2_unpruned_matches_stock(smollm2, essay_ids) -> None:
+    model, tokenizer = smollm2
+    ids = essay_ids[:, :1200]
+    pipe = SlimPipeline.from_pretrained(model, tokenizer)
+    result = pipe.prefill(ids)
+    with torch.inference_mode():
+        stock = model(ids, use_cache=True, logits_to_keep=1).logits[:, -1]
+    assert (result.logits - stock).abs().max().item() <= 1e-5
+    ours = pipe.generate(ids, max_new_tokens=32).token_ids
+    ref = model.generate(ids, do_sample=False, max_new_tokens=32)[0, ids.shape[1]:].tolist()
+    assert ours == ref
+
+
+@pytest.mark.real_weights
+def test_smollm2_chat_answer(smollm2) -> None:
+    model, tokenizer = smollm2
+    pipe = SlimPipeline.from_pretrained(model, tokenizer)
+    out = pipe.generate("What is the capital of France?", max_new_tokens=16)
+    assert "Paris" in out.text
+    assert out.stopped_by in ("eos", "max_new_tokens")
