@@ -197,9 +197,9 @@ def test_yaml_is_loaded_safely(tmp_path):
     marker = tmp_path / "executed"
     path = tmp_path / "evil.yaml"
     path.write_text(f"model: !!python/object/apply:os.mkdir [{str(marker)!r}]\n")
-    with pytest.raises(yaml.YAMLError):
+    with pytest.raises(ConfigError, match="safe"):
         load_config(path)
-    with pytest.raises(yaml.YAMLError):
+    with pytest.raises(ConfigError, match="safe"):
         load_config(None, [f"model=!!python/object/apply:os.mkdir [{str(marker)!r}]"])
     assert not marker.exists()
 
@@ -213,8 +213,7 @@ def test_overrides_on_a_yaml_file(tmp_path):
     assert config.generation.max_new_tokens == 7
     assert load_config(path, {"model__dtype": "float16"}).model.dtype == "float16"
     # overridden values are validated like the file's own
-    config_error_with = pytest.raises(ConfigError, match=r"pruning\.schedule\.budgets: got 100")
-    with config_error_with:
+    with pytest.raises(ConfigError, match=r"pruning\.schedule\.budgets: got 100"):
         load_config(path, ["pruning.schedule.budgets=[128,100]"])
     with pytest.raises(ConfigError, match=r"model\.dtype: got 'float32'; is not a section"):
         load_config(path, ["model.dtype.bits=8"])

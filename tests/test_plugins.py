@@ -174,7 +174,8 @@ def test_registering_a_non_scorer_class_raises():
 
 def test_registering_a_name_twice_with_different_classes_raises():
     registry = get_registry()
-    with pytest.raises(SlimInferError, match=r"scorer 'token_unit' registered twice: by 'sliminfer.builtins' and by 'dup'"):
+    twice = r"scorer 'token_unit' registered twice: by 'sliminfer.builtins' and by 'dup'"
+    with pytest.raises(SlimInferError, match=twice):
         registry.register_plugin(InlinePlugin("token_unit", LastTokensScorer), name="dup")
     assert registry.get("scorer", "token_unit").plugin == "sliminfer.builtins"
     # the same class under the same name again is harmless

@@ -132,7 +132,10 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError("override", item, "write overrides as dotted.key=value, e.g. model.dtype=float32")
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(key.strip(), raw, f"is not a valid (safe) YAML value: {exc}") from None
     return out
 
 
@@ -162,7 +165,10 @@ def _read_source(source: str | Path | Mapping[str, Any] | SlimConfig | None) -> 
     if not path.is_file():
         raise ConfigError("config", str(source), f"is neither a file nor a preset ({', '.join(preset_names())})")
     with path.open(encoding="utf-8") as fh:
-        data = yaml.safe_load(fh)
+        try:
+            data = yaml.safe_load(fh)
+        except yaml.YAMLError as exc:
+            raise ConfigError("config", str(path), f"is not valid (safe) YAML: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -170,9 +176,9 @@ def _read_source(source: str | Path | Mapping[str, Any] | SlimConfig | None) -> 
     return data
 
 
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+def _allowed_keys(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
     """The field names of the model at ``loc`` (for 'unknown key' messages)."""
-    model: Any = SlimConfig
+    model: Any = root
     for part in loc[:-1]:
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
@@ -184,13 +190,16 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return sorted(getattr(model, "model_fields", {}))
 
 
-def config_error_from_validation(exc: ValidationError, prefix: str = "") -> ConfigError:
+def config_error_from_validation(
+    exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None
+) -> ConfigError:
     """Turn pydantic's first error into a ConfigError that names field, value and rule."""
     err = exc.errors(include_url=False)[0]
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     field = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc) or prefix or "config"
     if err["type"] == "extra_forbidden":
-        allowed = _allowed_keys(loc) if not prefix else []
+        root = model if model is not None else (None if prefix else SlimConfig)
+        allowed = _allowed_keys(loc, root) if root is not None else []
         rule = "unknown key" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
     else:
         rule = err["msg"]

@@ -135,7 +135,7 @@ class SlimPipeline:
                 {**self.config.generation.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
             )
         except ValidationError as exc:
-            raise config_error_from_validation(exc, prefix="generation") from None
+            raise config_error_from_validation(exc, prefix="generation", model=GenerationSection) from None
         ids = self.encode(prompt_or_ids, chat_template)
         generator = None
         if gen.temperature > 0:

@@ -168,7 +168,13 @@ class Registry:
     def register_plugin(self, plugin: object, name: str | None = None) -> None:
         """Register an in-process plugin object (tests, notebooks) exactly as an entry point would be."""
         self.pm.register(plugin, name=name)
-        self._register_plugin(plugin)
+        before = {kind: dict(entries) for kind, entries in self.entries.items()}
+        try:
+            self._register_plugin(plugin)
+        except Exception:
+            self.pm.unregister(plugin)
+            self.entries = before
+            raise
 
     # lookups -------------------------------------------------------------------------------
     def get(self, kind: str, name: str, field: str | None = None) -> Entry:
@@ -183,7 +189,7 @@ class Registry:
         try:
             return entry.cls.Config.model_validate(spec.options)
         except ValidationError as exc:
-            raise config_error_from_validation(exc, prefix=field) from None
+            raise config_error_from_validation(exc, prefix=field, model=entry.cls.Config) from None
 
     def build(self, kind: str, spec: StrategySpec, field: str) -> Any:
         """Instantiate the strategy a config section names."""

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from sliminfer.core.errors import ConfigError
 from sliminfer.core.registry import Strategy
 
 
@@ -63,4 +64,16 @@ class Schedule(Strategy, ABC):
         """Raise a ConfigError if the schedule cannot work with this block size."""
 
     def check_model(self, num_layers: int, field: str) -> None:
-        """Raise a ConfigError if the schedule does not fit a model with ``num_layers`` layers."""
+        """Raise a ConfigError if a pruning layer does not exist in a model with ``num_layers`` layers."""
+        for layer in getattr(self.config, "layers", ()):
+            if layer >= num_layers:
+                raise ConfigError(f"{field}.layers", layer, f"must be a layer index in 0..{num_layers - 1}")
+
+
+def check_layers(layers: list[int]) -> list[int]:
+    """Pruning layers are 0-indexed, non-negative and strictly increasing."""
+    if any(layer < 0 for layer in layers):
+        raise ValueError(f"layers must be >= 0; got {layers}")
+    if any(b <= a for a, b in zip(layers, layers[1:])):
+        raise ValueError(f"layers must be strictly increasing with no repeats; got {layers}")
+    return layers

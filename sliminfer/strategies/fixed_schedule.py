@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sliminfer.core.errors import ConfigError
-from sliminfer.strategies.base import Schedule
+from sliminfer.strategies.base import Schedule, check_layers
 
 
 class FixedScheduleConfig(BaseModel):
@@ -14,20 +14,24 @@ class FixedScheduleConfig(BaseModel):
     layers: list[int] = Field(min_length=1, description="0-indexed layers after which to prune, increasing.")
     budgets: list[int] = Field(min_length=1, description="Prompt tokens kept after each layer, non-increasing.")
 
+    @field_validator("layers")
+    @classmethod
+    def _increasing_layers(cls, layers: list[int]) -> list[int]:
+        return check_layers(layers)
+
+    @field_validator("budgets")
+    @classmethod
+    def _non_increasing_budgets(cls, budgets: list[int]) -> list[int]:
+        if any(b <= 0 for b in budgets):
+            raise ValueError(f"budgets must be positive; got {budgets}")
+        if any(b > a for a, b in zip(budgets, budgets[1:])):
+            raise ValueError(f"budgets must not increase from one pruning layer to the next; got {budgets}")
+        return budgets
+
     @model_validator(mode="after")
-    def _shape(self) -> FixedScheduleConfig:
+    def _same_length(self) -> FixedScheduleConfig:
         if len(self.layers) != len(self.budgets):
             raise ValueError(f"layers ({len(self.layers)}) and budgets ({len(self.budgets)}) differ in length")
-        for a, b in zip(self.layers, self.layers[1:]):
-            if b <= a:
-                raise ValueError(f"layers must be strictly increasing with no repeats; got {self.layers}")
-        for a, b in zip(self.budgets, self.budgets[1:]):
-            if b > a:
-                raise ValueError(f"budgets must not increase from one pruning layer to the next; got {self.budgets}")
-        if any(b <= 0 for b in self.budgets):
-            raise ValueError(f"budgets must be positive; got {self.budgets}")
-        if any(layer < 0 for layer in self.layers):
-            raise ValueError(f"layers must be >= 0; got {self.layers}")
         return self
 
 
@@ -55,7 +59,3 @@ class FixedBudgetSchedule(Schedule):
                 f"must be at least 2 blocks ({2 * block_size} tokens): the sink and the last block are always kept",
             )
 
-    def check_model(self, num_layers: int, field: str) -> None:
-        for layer in self.config.layers:
-            if layer >= num_layers:
-                raise ConfigError(f"{field}.layers", layer, f"must be a layer index in 0..{num_layers - 1}")

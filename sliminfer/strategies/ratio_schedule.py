@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sliminfer.core.errors import ConfigError
-from sliminfer.strategies.base import Schedule
+from sliminfer.strategies.base import Schedule, check_layers
 
 
 class RatioScheduleConfig(BaseModel):
@@ -15,14 +15,22 @@ class RatioScheduleConfig(BaseModel):
     ratios: list[float] = Field(min_length=1, description="Fraction of the CURRENT tokens kept after each layer.")
     block_size: int = Field(64, ge=1, description="Budgets round down to multiples of this (set to the scorer's).")
 
+    @field_validator("layers")
+    @classmethod
+    def _increasing_layers(cls, layers: list[int]) -> list[int]:
+        return check_layers(layers)
+
+    @field_validator("ratios")
+    @classmethod
+    def _fractions(cls, ratios: list[float]) -> list[float]:
+        if any(not 0.0 < r <= 1.0 for r in ratios):
+            raise ValueError(f"ratios must lie in (0, 1]; got {ratios}")
+        return ratios
+
     @model_validator(mode="after")
-    def _shape(self) -> RatioScheduleConfig:
+    def _same_length(self) -> RatioScheduleConfig:
         if len(self.layers) != len(self.ratios):
             raise ValueError(f"layers ({len(self.layers)}) and ratios ({len(self.ratios)}) differ in length")
-        if any(b <= a for a, b in zip(self.layers, self.layers[1:])) or any(x < 0 for x in self.layers):
-            raise ValueError(f"layers must be >= 0 and strictly increasing; got {self.layers}")
-        if any(not 0.0 < r <= 1.0 for r in self.ratios):
-            raise ValueError(f"ratios must lie in (0, 1]; got {self.ratios}")
         return self
 
 
@@ -43,8 +51,3 @@ class RatioSchedule(Schedule):
     def check_block_size(self, block_size: int, field: str) -> None:
         if block_size != self.config.block_size:
             raise ConfigError(f"{field}.block_size", self.config.block_size, f"must equal the scorer's block_size {block_size}")
-
-    def check_model(self, num_layers: int, field: str) -> None:
-        for layer in self.config.layers:
-            if layer >= num_layers:
-                raise ConfigError(f"{field}.layers", layer, f"must be a layer index in 0..{num_layers - 1}")
