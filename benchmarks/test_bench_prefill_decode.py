@@ -156,7 +156,7 @@ def test_decode(benchmark, model, prompt, variant):
     benchmark.pedantic(decode, setup=fresh_prefill, rounds=5, iterations=1, warmup_rounds=1)
 
     last = prefills[-1]
-    assert [last.cache.layer_tokens(i) for i in range(8)] == [t + DECODE_TOKENS for t in last.tokens_per_layer]
+    assert [last.cache.layer_tokens(i) for i in range(MODEL["num_hidden_layers"])] == [t + DECODE_TOKENS for t in last.tokens_per_layer]
     flops = decode_flops(last.tokens_per_layer, DECODE_TOKENS)
     record(benchmark, last, flops)
     benchmark.extra_info.update(

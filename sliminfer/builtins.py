@@ -4,6 +4,7 @@ from sliminfer.cache.gpu_resident import GPUResidentCache
 from sliminfer.core.registry import Register, hookimpl
 from sliminfer.models.llama import LlamaAdapter
 from sliminfer.models.qwen import Qwen2Adapter, Qwen3Adapter
+from sliminfer.strategies.attention_unit import AttentionUnitScorer
 from sliminfer.strategies.fixed_schedule import FixedBudgetSchedule
 from sliminfer.strategies.ratio_schedule import RatioSchedule
 from sliminfer.strategies.token_unit import TokenUnitScorer
@@ -12,6 +13,7 @@ from sliminfer.strategies.token_unit import TokenUnitScorer
 @hookimpl
 def sliminfer_register(register: Register) -> None:
     register.scorer("token_unit", TokenUnitScorer)
+    register.scorer("attention_unit", AttentionUnitScorer)
     register.schedule("fixed", FixedBudgetSchedule)
     register.schedule("ratio", RatioSchedule)
     register.cache_manager("gpu", GPUResidentCache)

@@ -178,3 +178,11 @@ def test_select_kept_indices_with_block_to_keep_respects_budget_on_a_partial_las
         assert kept[-(n % block) :].tolist() == list(range(960, 1000))
         assert kept[:block].tolist() == list(range(block))
         assert kept[-(n % block) - block : -(n % block)].tolist() == list(range(896, 960))
+
+
+def test_select_kept_indices_keeps_forced_blocks_against_non_finite_scores():
+    scores = torch.tensor([0.0, 1.0, float("nan"), float("inf"), float("inf"), 2.0])
+
+    kept = select_kept_indices(scores, 6, 1, 3).tolist()
+
+    assert kept[0] == 0 and kept[-1] == 5 and len(kept) == 3

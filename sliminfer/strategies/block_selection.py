@@ -29,10 +29,11 @@ def select_kept_indices(block_scores: torch.Tensor, n_tokens: int, block_size: i
         keep_blocks: full blocks to keep, sink and last block included (from :func:`blocks_to_keep`).
     """
     n_full = block_scores.shape[0]
-    scores = block_scores.float().clone()
-    scores[0] = float("inf")
-    scores[n_full - 1] = float("inf")
-    blocks = torch.topk(scores, keep_blocks, sorted=False).indices.sort().values
+    # forced blocks are added outside the top-k, so no score (NaN, +inf) can push them out
+    middle = torch.nan_to_num(block_scores[1 : n_full - 1].float(), nan=float("-inf"))
+    chosen = torch.topk(middle, keep_blocks - 2, sorted=False).indices + 1
+    forced = torch.tensor([0, n_full - 1], device=block_scores.device)
+    blocks = torch.cat([forced, chosen]).sort().values
     offsets = torch.arange(block_size, device=blocks.device)
     kept = (blocks[:, None] * block_size + offsets).reshape(-1)
     tail = torch.arange(n_full * block_size, n_tokens, device=blocks.device)
