@@ -160,7 +160,7 @@ def _read_source(source: str | Path | Mapping[str, Any] | SlimConfig | None) -> 
     if isinstance(source, Mapping):
         return copy.deepcopy(dict(source))
     path = Path(source)
-    if not path.suffix and not path.exists():
+    if not path.exists() and (str(source) in preset_names() or not path.suffix):
         path = preset_path(str(source))
     if not path.is_file():
         raise ConfigError("config", str(source), f"is neither a file nor a preset ({', '.join(preset_names())})")

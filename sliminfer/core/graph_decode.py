@@ -1,0 +1,424 @@
+"""Greedy decode with static shapes, replayed as one CUDA graph per token.
+
+The eager decode (:meth:`StagedForward.decode_step`) runs the model's attention modules token by
+token: Python, cache bookkeeping and several hundred small kernel launches cost far more than reading
+the weights once. Here every tensor a decode step touches has a fixed shape and address, so the step
+can be captured once and replayed:
+
+- each layer has one K and one V buffer of capacity ``its prompt tokens + new tokens`` (rounded up
+  to 64); a step writes its slot with ``index_copy_`` at an index held in a device tensor;
+- attention runs over the whole buffer, with an additive mask per layer (0 for written slots, -inf
+  for the rest) that the step opens one slot at a time: layers hold different numbers of prompt
+  tokens, so each layer has its own mask. With ``attention="flash"`` (CUDA, half precision) the
+  FlashAttention varlen kernel reads only the used part of each buffer instead (``seqused_k``);
+- the input token, the position and the step counter are device tensors, so the embedding and
+  RoPE's (cos, sin) are computed inside the step, and the step writes its greedy token where the
+  next step reads it: n tokens cost n replays and one host sync.
+
+On the CPU the same static step runs eagerly, which is what CI checks against the eager decode.
+Projections, norms, RoPE and the MLP are the model's own modules (through the adapter), so only the
+attention call differs from the eager path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from sliminfer.cache.base import NoOptions
+from sliminfer.cache.gpu_resident import GPUResidentCache
+from sliminfer.core.errors import InputError
+from sliminfer.core.timing import now
+from sliminfer.models.decode_parts import bind_decode_parts
+
+if TYPE_CHECKING:
+    from sliminfer.core.pipeline import SlimPipeline
+    from sliminfer.core.results import PrefillResult
+    from sliminfer.models.base import ModelAdapter
+
+ATTENTION_CHOICES = ("auto", "sdpa", "flash")
+CAPACITY_ALIGN = 64
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def flash_decode_available(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether this torch build's FlashAttention varlen op takes ``seqused_k`` and computes decode
+    attention correctly here (checked once against SDPA on a small problem)."""
+    if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16):
+        return False
+    key = (str(device), dtype)
+    if key not in _FLASH_OK:
+        _FLASH_OK[key] = _check_flash(device, dtype)
+    return _FLASH_OK[key]
+
+
+_FLASH_OK: dict[tuple[str, torch.dtype], bool] = {}
+
+
+def _flash_op() -> Any:
+    op = getattr(torch.ops.aten, "_flash_attention_forward", None)
+    if op is None:
+        return None
+    names = {a.name for a in op.default._schema.arguments}
+    return op if "seqused_k" in names else None
+
+
+def _flash_attend(op: Any, q: torch.Tensor, k_rows: torch.Tensor, v_rows: torch.Tensor, cu_q: torch.Tensor,
+                  cu_k: torch.Tensor, used: torch.Tensor, scale: float) -> torch.Tensor:
+    """One query token against the first ``used`` rows of ``k_rows``/``v_rows`` (``[capacity, kv_heads, d]``)."""
+    out = op(q, k_rows, v_rows, cu_q, cu_k, 1, k_rows.shape[0], 0.0, False, False, scale=scale, seqused_k=used)
+    return out[0]
+
+
+def _check_flash(device: torch.device, dtype: torch.dtype) -> bool:
+    op = _flash_op()
+    if op is None:
+        return False
+    try:
+        gen = torch.Generator(device=device).manual_seed(0)
+        heads, kv_heads, d, cap, used = 8, 2, 128, 640, 333
+        q = torch.randn(1, heads, d, device=device, dtype=dtype, generator=gen)
+        k = torch.randn(1, kv_heads, cap, d, device=device, dtype=dtype, generator=gen)
+        v = torch.randn(1, kv_heads, cap, d, device=device, dtype=dtype, generator=gen)
+        cu_q = torch.tensor([0, 1], dtype=torch.int32, device=device)
+        cu_k = torch.tensor([0, cap], dtype=torch.int32, device=device)
+        used_t = torch.tensor([used], dtype=torch.int32, device=device)
+        got = _flash_attend(op, q, k[0].transpose(0, 1), v[0].transpose(0, 1), cu_q, cu_k, used_t, d**-0.5)
+        ref = F.scaled_dot_product_attention(
+            q.float().reshape(1, kv_heads, heads // kv_heads, d), k[:, :, :used].float(), v[:, :, :used].float()
+        ).reshape(1, heads, d)
+        return bool(torch.allclose(got.float(), ref, atol=2e-2, rtol=2e-2))
+    except Exception:  # noqa: BLE001 - any failure means: use SDPA
+        return False
+
+
+class StaticDecoder:
+    """Fixed buffers and one captured decode step for prompts whose per-layer KV fits its capacities.
+
+    Build it with :meth:`for_prefill`, then per request: :meth:`prefill_cache` (optional: a prefill
+    into it writes the prompt KV straight into the static buffers), :meth:`load`, :meth:`decode`,
+    :meth:`tokens`. A decoder serves any later prompt whose layers fit (:meth:`fits`), reusing its
+    graph: capture once, replay for every request.
+    """
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        capacities: Sequence[int],
+        max_new_tokens: int,
+        *,
+        dtype: torch.dtype,
+        device: torch.device,
+        attention: str = "auto",
+        graph: bool | None = None,
+        compile: bool = False,
+    ) -> None:
+        if attention not in ATTENTION_CHOICES:
+            raise InputError(f"attention: {attention!r}; choose one of {', '.join(ATTENTION_CHOICES)}")
+        if len(capacities) != adapter.num_layers:
+            raise InputError(f"capacities: {len(capacities)} values for {adapter.num_layers} layers")
+        if max_new_tokens < 1:
+            raise InputError(f"max_new_tokens: {max_new_tokens}; must be at least 1")
+        self.adapter = adapter
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.max_new_tokens = max_new_tokens
+        self.capacities = [_round_up(max(int(c), 1), CAPACITY_ALIGN) for c in capacities]
+        if attention == "auto":
+            attention = "flash" if flash_decode_available(self.device, dtype) else "sdpa"
+        elif attention == "flash" and not flash_decode_available(self.device, dtype):
+            raise InputError("attention: 'flash' needs CUDA, float16/bfloat16 and a torch whose FlashAttention op "
+                             "takes seqused_k; use 'sdpa'")
+        self.attention = attention
+        self.use_graph = self.device.type == "cuda" if graph is None else bool(graph)
+        if self.use_graph and self.device.type != "cuda":
+            raise InputError("graph: CUDA graphs need a CUDA device")
+        self.compiled = compile
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.graph_error: str | None = None
+        self.capture_s = 0.0
+        self._parts = bind_decode_parts(adapter)
+        self._scales = [self._parts.scale(i) for i in range(adapter.num_layers)]
+        self._q_heads = int(adapter.config.num_attention_heads)
+        self._flash = _flash_op() if attention == "flash" else None
+        with torch.inference_mode():
+            self._allocate()
+        self._step_fn = torch.compile(self._step, dynamic=False) if compile else self._step
+
+    def _allocate(self) -> None:
+        kv_heads, d, dev = self.adapter.num_kv_heads, self.adapter.head_dim, self.device
+        # zeros, not empty: a masked slot gets probability 0, and 0 * NaN garbage would still be NaN
+        self.keys = [torch.zeros(1, kv_heads, c, d, dtype=self.dtype, device=dev) for c in self.capacities]
+        self.values = [torch.zeros_like(k) for k in self.keys]
+        self.bias = [torch.full((1, 1, 1, c), float("-inf"), dtype=self.dtype, device=dev) for c in self.capacities]
+        self.lens = torch.zeros(self.adapter.num_layers, dtype=torch.long, device=dev)
+        self.n_prompt = torch.zeros(1, dtype=torch.long, device=dev)
+        self.step = torch.zeros(1, dtype=torch.long, device=dev)
+        self.token = torch.zeros(1, 1, dtype=torch.long, device=dev)
+        self.generated = torch.zeros(self.max_new_tokens, dtype=torch.long, device=dev)
+        if self.attention == "flash":
+            self._k_rows = [k[0].transpose(0, 1) for k in self.keys]  # [capacity, kv_heads, d] views
+            self._v_rows = [v[0].transpose(0, 1) for v in self.values]
+            self._cu_q = torch.tensor([0, 1], dtype=torch.int32, device=dev)
+            self._cu_k = [torch.tensor([0, c], dtype=torch.int32, device=dev) for c in self.capacities]
+        self.logits: torch.Tensor | None = None
+
+    # construction ------------------------------------------------------------------------------
+    @classmethod
+    def for_prefill(cls, adapter: ModelAdapter, prefill: PrefillResult, max_new_tokens: int,
+                    **options: Any) -> StaticDecoder:
+        """A decoder sized for this prefill's per-layer token counts plus ``max_new_tokens``."""
+        keys = prefill.cache.layer_keys(0)
+        caps = [n + max_new_tokens - 1 for n in prefill.tokens_per_layer]
+        return cls(adapter, caps, max_new_tokens, dtype=keys.dtype, device=keys.device, **options)
+
+    def fits(self, prefill: PrefillResult, max_new_tokens: int) -> bool:
+        keys = prefill.cache.layer_keys(0)
+        return (
+            max_new_tokens <= self.max_new_tokens
+            and keys.dtype == self.dtype
+            and keys.device == self.device
+            and all(n + max_new_tokens - 1 <= c for n, c in zip(prefill.tokens_per_layer, self.capacities))
+        )
+
+    def prefill_cache(self) -> GPUResidentCache:
+        """A cache for ``StagedForward.prefill`` that writes each layer's prompt KV straight into this
+        decoder's buffers where it fits (then :meth:`load` copies nothing)."""
+        cache = _StaticBufferCache(self)
+        cache.setup(self.adapter.num_layers, 0)
+        return cache
+
+    # per request -----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def load(self, prefill: PrefillResult, first_token: torch.Tensor) -> None:
+        """Take the prompt KV of ``prefill`` and the first generated token; reset the step counter."""
+        cache = prefill.cache
+        if not isinstance(cache, GPUResidentCache):
+            raise InputError(f"fast decode: the prefill's cache is a {type(cache).__name__}; it needs the "
+                             "GPU-resident cache (cache.name: gpu)")
+        tokens = prefill.tokens_per_layer
+        if any(n + 1 > c for n, c in zip(tokens, self.capacities)):
+            raise InputError("fast decode: the prompt does not fit this decoder's buffers; build a new one")
+        for layer, n in enumerate(tokens):
+            if cache.keys[layer] is not self.keys[layer]:
+                self.keys[layer][:, :, :n].copy_(cache.keys[layer][:, :, :n])
+                self.values[layer][:, :, :n].copy_(cache.values[layer][:, :, :n])
+            self.bias[layer].fill_(float("-inf"))
+            self.bias[layer][..., :n] = 0.0
+        self.lens.copy_(torch.tensor(tokens, dtype=torch.long))
+        self.n_prompt.fill_(prefill.prompt_tokens)
+        self.step.zero_()
+        self.token.copy_(first_token.reshape(1, 1))
+        self.generated.zero_()
+        self.generated[:1].copy_(first_token.reshape(1))
+        if self.use_graph and self.graph is None and self.graph_error is None and self.max_new_tokens > 1:
+            self._capture()
+            self.load(prefill, first_token)  # capture's warm-up steps moved the state on
+
+    @torch.inference_mode()
+    def decode(self, steps: int) -> None:
+        """Run ``steps`` decode steps (each feeds its greedy token to the next)."""
+        if steps > self.max_new_tokens - 1:
+            raise InputError(f"decode: {steps} steps; this decoder holds {self.max_new_tokens - 1} at most")
+        if self.graph is not None:
+            for _ in range(steps):
+                self.graph.replay()
+        else:
+            for _ in range(steps):
+                self.logits = self._step_fn()
+
+    @torch.inference_mode()
+    def decode_forced(self, tokens: Sequence[int]) -> tuple[list[int], list[torch.Tensor]]:
+        """Teacher-forced steps: feed ``tokens[i]`` at step i; return each step's greedy token and logits
+        (for agreement checks against another decoder fed the same tokens)."""
+        if len(tokens) > self.max_new_tokens - 1:
+            raise InputError(f"decode_forced: {len(tokens)} steps; this decoder holds {self.max_new_tokens - 1}")
+        picked, logits = [], []
+        for t in tokens:
+            self.token.fill_(int(t))
+            if self.graph is not None:
+                self.graph.replay()
+            else:
+                self.logits = self._step_fn()
+            logits.append(self.logits.float().clone())
+            picked.append(int(self.token))
+        return picked, logits
+
+    def tokens(self, n: int) -> list[int]:
+        return self.generated[:n].tolist()
+
+    # the step ---------------------------------------------------------------------------------------
+    def _capture(self) -> None:
+        start = time.perf_counter()
+        try:
+            current = torch.cuda.current_stream(self.device)
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(current)
+            with torch.cuda.stream(side):
+                for _ in range(3):  # warm-up (lazy inits, cuBLAS handles, compilation), always as step 0
+                    self.step.zero_()
+                    self._step_fn()
+            current.wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.logits = self._step_fn()
+            self.graph = graph
+        except Exception as exc:  # noqa: BLE001 - fall back to running the static step eagerly
+            self.graph = None
+            self.graph_error = f"{type(exc).__name__}: {exc}"
+            torch.cuda.synchronize(self.device)
+        self.capture_s = time.perf_counter() - start
+
+    def _step(self) -> torch.Tensor:
+        adapter, parts = self.adapter, self._parts
+        hidden = adapter.embed(self.token)
+        pe = adapter.rotary(hidden, (self.n_prompt + self.step).view(1, 1))
+        slots = self.lens + self.step  # this token's slot in every layer's buffer
+        used = (slots + 1).to(torch.int32) if self._flash is not None else None
+        for layer in range(adapter.num_layers):
+            q, k, v = parts.qkv(layer, hidden, pe)
+            slot = slots[layer : layer + 1]
+            self.keys[layer].index_copy_(2, slot, k)
+            self.values[layer].index_copy_(2, slot, v)
+            out = self._attend(layer, q, slot, used)
+            hidden = parts.output(layer, hidden, out)
+            hidden = adapter.mlp_block(layer, hidden)
+        logits = adapter.logits(hidden)[:, -1]
+        picked = logits.argmax(dim=-1)
+        self.token.copy_(picked.view(1, 1))
+        self.generated.index_copy_(0, self.step + 1, picked)
+        self.step.add_(1)
+        return logits
+
+    def _attend(self, layer: int, q: torch.Tensor, slot: torch.Tensor, used: torch.Tensor | None) -> torch.Tensor:
+        """Attention of the one query token over the layer's buffer; ``[1, 1, q_heads * d]``."""
+        d = q.shape[-1]
+        if used is not None:
+            out = _flash_attend(self._flash, q.reshape(1, self._q_heads, d), self._k_rows[layer], self._v_rows[layer],
+                                self._cu_q, self._cu_k[layer], used[layer : layer + 1], self._scales[layer])
+            return out.reshape(1, 1, -1)
+        self.bias[layer].index_fill_(-1, slot, 0.0)
+        keys = self.keys[layer]
+        # GQA without copying KV: the query heads of one KV group become that group's query rows
+        q = q.reshape(1, keys.shape[1], -1, d)
+        out = F.scaled_dot_product_attention(q, keys, self.values[layer], attn_mask=self.bias[layer],
+                                             scale=self._scales[layer])
+        return out.reshape(1, 1, -1)
+
+    def kv_bytes(self) -> int:
+        """Bytes of the static KV buffers (capacity, not use)."""
+        return sum(2 * k.numel() * k.element_size() for k in self.keys)
+
+
+class _StaticBufferCache(GPUResidentCache):
+    """A GPU-resident cache whose first buffer per layer is the decoder's static one, where it fits."""
+
+    def __init__(self, decoder: StaticDecoder) -> None:
+        super().__init__(NoOptions())
+        self.decoder = decoder
+
+    def _grow(self, layer_idx: int, like: torch.Tensor, needed: int) -> None:
+        k, v = self.decoder.keys[layer_idx], self.decoder.values[layer_idx]
+        if (
+            self.keys[layer_idx] is None
+            and needed + self.decoder.max_new_tokens - 1 <= k.shape[2]
+            and like.dtype == k.dtype
+            and like.device == k.device
+            and like.shape[1] == k.shape[1]
+        ):
+            self.keys[layer_idx], self.values[layer_idx] = k, v
+            return
+        super()._grow(layer_idx, like, needed)
+
+
+@dataclass
+class FastGeneration:
+    """What :func:`fast_generate` returns: like ``GenerationResult``, plus the decoder for reuse.
+
+    ``ttft_s`` covers prefill and the first token; ``setup_s`` the KV hand-over (and the graph capture
+    when the decoder is new); ``decode_s_per_token`` the decode steps only; ``total_s`` all of it.
+    """
+
+    token_ids: list[int]
+    prompt_tokens: int
+    ttft_s: float
+    decode_s_per_token: float
+    setup_s: float
+    total_s: float
+    prefill: PrefillResult = field(repr=False)
+    decoder: StaticDecoder = field(repr=False)
+    stopped_by: str = "max_new_tokens"
+    text: str = ""
+
+    @property
+    def graph(self) -> bool:
+        return self.decoder.graph is not None
+
+    @property
+    def attention(self) -> str:
+        return self.decoder.attention
+
+
+def fast_generate(
+    pipe: SlimPipeline,
+    prompt_or_ids: Any,
+    max_new_tokens: int,
+    *,
+    decoder: StaticDecoder | None = None,
+    stop_at_eos: bool = True,
+    **decoder_options: Any,
+) -> FastGeneration:
+    """Greedy generation: the pipeline's (pruned) prefill, then the static decode.
+
+    Token-identical to ``pipe.generate`` with greedy decoding (up to floating-point summation order in
+    the attention). The decode always runs ``max_new_tokens - 1`` steps without looking at the host;
+    with ``stop_at_eos`` the tokens are cut after the first EOS. Pass the ``decoder`` of an earlier
+    result to reuse its buffers and captured graph when the new prompt fits.
+    """
+    if max_new_tokens < 1:
+        raise InputError(f"max_new_tokens: {max_new_tokens}; must be at least 1")
+    ids = prompt_or_ids.to(pipe.device) if isinstance(prompt_or_ids, torch.Tensor) else pipe.encode(prompt_or_ids)
+    if ids.dim() == 1:
+        ids = ids[None]
+    device = pipe.device
+    cache = decoder.prefill_cache() if decoder is not None else pipe.new_cache(0)
+    start = now(device)
+    prefill = pipe.forward.prefill(ids, cache)
+    first = prefill.logits.argmax(dim=-1, keepdim=True)
+    ttft = now(device) - start
+    if decoder is None or not decoder.fits(prefill, max_new_tokens):
+        decoder = StaticDecoder.for_prefill(pipe.adapter, prefill, max_new_tokens, **decoder_options)
+    decoder.load(prefill, first)
+    prefill.cache.setup(pipe.adapter.num_layers, 0)  # drop the prefill's own buffers, if any
+    ready = now(device)
+    steps = max_new_tokens - 1
+    decoder.decode(steps)
+    end = now(device)
+    tokens = decoder.tokens(max_new_tokens)
+    stopped_by = "max_new_tokens"
+    if stop_at_eos:
+        eos = pipe._eos_ids()
+        cut = next((i for i, t in enumerate(tokens) if t in eos), None)
+        if cut is not None:
+            tokens, stopped_by = tokens[: cut + 1], "eos"
+    text = pipe.tokenizer.decode(tokens, skip_special_tokens=True) if pipe.tokenizer is not None else ""
+    return FastGeneration(
+        token_ids=tokens,
+        prompt_tokens=int(ids.shape[1]),
+        ttft_s=ttft,
+        decode_s_per_token=(end - ready) / steps if steps else 0.0,
+        setup_s=ready - start - ttft,
+        total_s=end - start,
+        prefill=prefill,
+        decoder=decoder,
+        stopped_by=stopped_by,
+        text=text,
+    )

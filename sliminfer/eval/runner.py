@@ -1,0 +1,124 @@
+"""Runs a task for several configs on the same samples, resumably, one model load for all.
+
+Why this shape: comparisons are only fair on identical prompts, so samples are built once (fixed
+seeds) and every config answers each of them before the next sample starts; an interrupted run
+therefore leaves comparable partial results. Each finished (config, sample) pair is appended to
+``<out>/<task>.jsonl`` at once and skipped by the next run. A record is keyed by config name, a
+digest of the config's content (editing a YAML re-runs it) and the sample id (which digests the
+prompt, so a changed generator never reuses stale answers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from sliminfer.core.config import SlimConfig, load_config
+from sliminfer.core.errors import ConfigError
+from sliminfer.core.pipeline import SlimPipeline
+from sliminfer.eval.base import Record, Task
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """A named config; ``digest`` identifies its content in result files."""
+
+    name: str
+    config: SlimConfig
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha1(json.dumps(self.config.model_dump(), sort_keys=True).encode()).hexdigest()[:10]
+
+    def describe(self) -> str:
+        pruning = self.config.pruning
+        return "unpruned" if pruning is None else json.dumps(pruning.model_dump(), separators=(", ", ": "))
+
+
+def resolve_configs(sources: Sequence[str | Path | Mapping[str, Any]]) -> list[EvalConfig]:
+    """Load preset names, YAML paths or dicts; names must be unique and the model section shared.
+
+    One shared model section is what lets the runner load the weights once for every config.
+    """
+    configs: list[EvalConfig] = []
+    for i, source in enumerate(sources):
+        name = f"config{i}" if isinstance(source, Mapping) else Path(str(source)).stem
+        if any(c.name == name for c in configs):
+            raise ConfigError("--configs", str(source), f"gives the name {name!r} twice; rename one file")
+        configs.append(EvalConfig(name, load_config(source)))
+    if not configs:
+        raise ConfigError("--configs", [], "give at least one config (preset name or YAML path)")
+    first = configs[0]
+    for other in configs[1:]:
+        if other.config.model != first.config.model:
+            raise ConfigError(
+                f"{other.name}.model", other.config.model.model_dump(),
+                f"differs from {first.name}'s model section {first.config.model.model_dump()}; configs compared "
+                "in one eval must share the model (it is loaded once)",
+            )
+    return configs
+
+
+def build_pipelines(configs: Sequence[EvalConfig], model: Any = None, tokenizer: Any = None) -> list[SlimPipeline]:
+    """One pipeline per config around one shared model (loaded from the first config if not given)."""
+    if model is None:
+        from sliminfer.core.loading import load_model
+
+        model, tokenizer = load_model(configs[0].config.model)
+    return [SlimPipeline(model, tokenizer, c.config) for c in configs]
+
+
+def read_records(path: Path) -> list[Record]:
+    """Records of a results file; a torn last line (a run killed mid-write) is ignored."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def run_task(task: Task, configs: Sequence[EvalConfig], pipes: Sequence[SlimPipeline], out_dir: Path,
+             progress: bool = True) -> list[Record]:
+    """Evaluate every (sample, config) pair not already in ``out_dir/<task>.jsonl``.
+
+    Returns the records of this run's samples and configs (old and new), with the fields the task
+    derives from the reference (first) config's record of the same sample.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{task.name}.jsonl"
+    records = read_records(path)
+    if path.is_file() and path.read_bytes()[-1:] not in (b"", b"\n"):
+        with path.open("a", encoding="utf-8") as fh:  # end a torn line so appends stay parseable
+            fh.write("\n")
+    done = {(r["config"], r["config_digest"], r["sample_id"]) for r in records}
+    samples = task.samples(pipes[0])
+    todo = [(s, c, p) for s in samples for c, p in zip(configs, pipes) if (c.name, c.digest, s.id) not in done]
+    with path.open("a", encoding="utf-8") as fh, tqdm(total=len(todo), desc=task.name, disable=not progress) as bar:
+        for sample, config, pipe in todo:
+            bar.set_postfix_str(f"{config.name} {sample.key}", refresh=False)
+            record = {"config": config.name, "config_digest": config.digest, "sample_id": sample.id,
+                      "key": sample.key, **sample.meta, "answers": list(sample.answers), **task.evaluate(pipe, sample)}
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            records.append(record)
+            bar.update()
+    wanted = {(c.name, c.digest) for c in configs}
+    ids = {s.id for s in samples}
+    latest = {(r["config"], r["sample_id"]): r for r in records
+              if (r["config"], r["config_digest"]) in wanted and r["sample_id"] in ids}
+    reference = configs[0].name
+    for (name, sample_id), record in latest.items():
+        ref = latest.get((reference, sample_id))
+        if ref is not None:
+            record.update(task.compare(record, ref))
+    return list(latest.values())
