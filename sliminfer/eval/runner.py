@@ -48,7 +48,10 @@ def resolve_configs(sources: Sequence[str | Path | Mapping[str, Any]]) -> list[E
     """
     configs: list[EvalConfig] = []
     for i, source in enumerate(sources):
-        name = f"config{i}" if isinstance(source, Mapping) else Path(str(source)).stem
+        if isinstance(source, Mapping):
+            name = f"config{i}"
+        else:  # a YAML file is named by its stem, a preset by itself ("llama-3.1-8b" has no suffix)
+            name = Path(source).stem if Path(source).is_file() else str(source)
         if any(c.name == name for c in configs):
             raise ConfigError("--configs", str(source), f"gives the name {name!r} twice; rename one file")
         configs.append(EvalConfig(name, load_config(source)))

@@ -1,0 +1,126 @@
+"""The static-shape (CUDA-graph) decode is token-identical to the eager decode, pruned and unpruned.
+
+On the CPU the same static step runs eagerly: fixed buffers, slot writes at device-tensor indices,
+per-layer masks over the whole buffer, RoPE from a device position, the greedy token fed back on the
+device. Only the attention call differs from the eager path (the model's modules do the rest).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import ARCHS, tiny_model
+
+from sliminfer import InputError, SlimPipeline
+from sliminfer.core.graph_decode import StaticDecoder, fast_generate
+
+PRUNED = {
+    "pruning": {
+        "scorer": {"name": "token_unit", "block_size": 16, "unit_size": 4, "window": 4},
+        "schedule": {"name": "fixed", "layers": [1, 3], "budgets": [160, 64]},
+    }
+}
+
+
+def _ids(n: int, seed: int) -> torch.Tensor:
+    return torch.randint(0, 256, (1, n), generator=torch.Generator().manual_seed(seed))
+
+
+def _pipe(arch: str, pruned: bool, seed: int = 0, **config) -> SlimPipeline:
+    return SlimPipeline.from_pretrained(tiny_model(arch, seed=seed), config={**(PRUNED if pruned else {}), **config})
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("pruned", [False, True], ids=["unpruned", "pruned"])
+def test_static_decode_is_token_identical_to_eager(arch: str, pruned: bool) -> None:
+    pipe = _pipe(arch, pruned)
+    ids = _ids(301, seed=5)
+    eager = pipe.generate(ids, max_new_tokens=64)
+    fast = fast_generate(pipe, ids, 64)
+    assert fast.token_ids == eager.token_ids
+    assert len(fast.token_ids) == 64
+    assert fast.prefill.tokens_per_layer == eager.prefill.tokens_per_layer
+    if pruned:
+        assert fast.prefill.tokens_per_layer[-1] < 301
+    assert not fast.graph  # CPU: the same static step, run eagerly
+    assert fast.decode_s_per_token > 0 and fast.total_s >= fast.ttft_s
+
+
+def test_after_layer_prune_point() -> None:
+    config = {"pruning": {**PRUNED["pruning"], "prune_point": "after_layer"}}
+    pipe = SlimPipeline.from_pretrained(tiny_model("qwen2", seed=1), config=config)
+    ids = _ids(260, seed=2)
+    assert fast_generate(pipe, ids, 32).token_ids == pipe.generate(ids, max_new_tokens=32).token_ids
+
+
+def test_teacher_forced_logits_match_eager_decode_steps() -> None:
+    pipe = _pipe("qwen3", pruned=True, seed=2)
+    ids = _ids(290, seed=7)
+    eager = pipe.generate(ids, max_new_tokens=24)
+    fast = fast_generate(pipe, ids, 24)
+    decoder = fast.decoder
+    first = fast.prefill.logits.argmax(-1, keepdim=True)
+    prefill = pipe.forward.prefill(ids, decoder.prefill_cache())
+    decoder.load(prefill, first)
+    picked, logits = decoder.decode_forced(eager.token_ids[:-1])
+    assert picked == eager.token_ids[1:]
+    reference = pipe.prefill(ids, reserve_tokens=24)
+    position = ids.shape[1]
+    for step, token in enumerate(eager.token_ids[:-1]):
+        want = pipe.forward.decode_step(torch.tensor([[token]]), position + step, reference.cache)
+        assert (logits[step] - want.float()).abs().max().item() <= 1e-4
+
+
+def test_decoder_is_reused_across_prompts_without_copies() -> None:
+    pipe = _pipe("llama", pruned=True, seed=3)
+    first = fast_generate(pipe, _ids(301, seed=1), 40)
+    decoder = first.decoder
+    pointers = [k.data_ptr() for k in decoder.keys]
+    for n, seed in ((301, 2), (250, 3), (180, 4)):  # same length, then shorter prompts that fit
+        ids = _ids(n, seed)
+        out = fast_generate(pipe, ids, 40, decoder=decoder)
+        assert out.decoder is decoder
+        assert [k.data_ptr() for k in decoder.keys] == pointers
+        assert out.token_ids == pipe.generate(ids, max_new_tokens=40).token_ids
+
+
+def test_a_prompt_that_does_not_fit_gets_a_new_decoder() -> None:
+    pipe = _pipe("llama", pruned=False, seed=4)
+    small = fast_generate(pipe, _ids(100, seed=1), 8)
+    ids = _ids(400, seed=2)
+    big = fast_generate(pipe, ids, 8, decoder=small.decoder)
+    assert big.decoder is not small.decoder
+    assert big.token_ids == pipe.generate(ids, max_new_tokens=8).token_ids
+
+
+def test_one_new_token_and_eos_cut() -> None:
+    pipe = _pipe("llama", pruned=False)
+    ids = _ids(120, seed=9)
+    eager = pipe.generate(ids, max_new_tokens=12).token_ids
+    assert fast_generate(pipe, ids, 1).token_ids == eager[:1]
+    pipe.model.generation_config.eos_token_id = eager[3]
+    try:
+        out = fast_generate(pipe, ids, 12)
+    finally:
+        pipe.model.generation_config.eos_token_id = None
+    cut = eager.index(eager[3]) + 1
+    assert out.token_ids == eager[:cut] and out.stopped_by == "eos"
+
+
+def test_bad_arguments_raise_input_errors() -> None:
+    pipe = _pipe("llama", pruned=False)
+    with pytest.raises(InputError, match="max_new_tokens"):
+        fast_generate(pipe, _ids(50, seed=1), 0)
+    with pytest.raises(InputError, match="flash"):
+        StaticDecoder(pipe.adapter, [64] * pipe.adapter.num_layers, 8, dtype=torch.float32,
+                      device=torch.device("cpu"), attention="flash")
+    with pytest.raises(InputError, match="CUDA"):
+        StaticDecoder(pipe.adapter, [64] * pipe.adapter.num_layers, 8, dtype=torch.float32,
+                      device=torch.device("cpu"), graph=True)
+
+
+@pytest.mark.slow
+def test_compiled_static_step_is_token_identical() -> None:
+    pipe = _pipe("qwen3", pruned=True, seed=1)
+    ids = _ids(260, seed=4)
+    assert fast_generate(pipe, ids, 12, compile=True).token_ids == pipe.generate(ids, max_new_tokens=12).token_ids
