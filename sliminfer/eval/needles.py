@@ -160,7 +160,9 @@ class NeedleTask(GenerationTask):
         self.chat_template = chat_template
         self._sentences = sentences
         per_value = 12 if value_kind == "number" else 40
-        self.max_new_tokens = per_value * self.builder.n if variant in ("multivalue", "multiquery") else per_value
+        restated = 32 if chat_template else 0  # in chat form the model first restates the question
+        self.max_new_tokens = restated + (per_value * self.builder.n if variant in ("multivalue", "multiquery")
+                                          else per_value)
         self.metrics = (mean_metric("score", "values recalled (%)"), SAME_ANSWER)
 
     def describe(self) -> str:

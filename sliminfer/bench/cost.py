@@ -1,0 +1,88 @@
+"""What a run must cost at least: prefill FLOPs from the per-layer token counts, and the decode
+bandwidth floor (bytes read per token over the memory bandwidth).
+
+Printed beside measured times, these tell a speed change apart from a change in the work done, and
+show how far a decode is from the memory-bound limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+H100_SXM_BANDWIDTH = 3.35e12  # bytes/s, HBM3 peak of the H100 SXM
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """The dimensions that decide a decoder's FLOPs and bytes."""
+
+    num_layers: int
+    hidden: int
+    q_heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    dtype_bytes: int
+    weight_bytes: int  # read once per decoded token: every parameter but the input embedding table
+
+    @classmethod
+    def of(cls, model: Any) -> ModelCost:
+        config = model.config
+        layer = model.model.layers[0].self_attn
+        params = {id(p): p for p in model.parameters()}  # tied weights counted once
+        total = sum(p.numel() * p.element_size() for p in params.values())
+        embed = model.model.embed_tokens.weight
+        tied = model.lm_head.weight is embed
+        first = next(iter(params.values()))
+        return cls(
+            num_layers=int(config.num_hidden_layers),
+            hidden=int(config.hidden_size),
+            q_heads=int(config.num_attention_heads),
+            kv_heads=int(config.num_key_value_heads),
+            head_dim=int(layer.head_dim),
+            intermediate=int(config.intermediate_size),
+            vocab=int(config.vocab_size),
+            dtype_bytes=first.element_size(),
+            weight_bytes=total - (0 if tied else embed.numel() * embed.element_size()),
+        )
+
+    @property
+    def kv_bytes_per_token_layer(self) -> int:
+        return 2 * self.kv_heads * self.head_dim * self.dtype_bytes
+
+    def layer_matmul_flops(self, attn_tokens: int, mlp_tokens: int) -> float:
+        """Projections (q, k, v, o) on ``attn_tokens`` and the gated MLP on ``mlp_tokens``."""
+        q_width, kv_width = self.q_heads * self.head_dim, self.kv_heads * self.head_dim
+        projections = self.hidden * (2 * q_width + 2 * kv_width)
+        mlp = 3 * self.hidden * self.intermediate
+        return 2.0 * (projections * attn_tokens + mlp * mlp_tokens)
+
+    def attention_flops(self, tokens: int) -> float:
+        """Causal self-attention over ``tokens``: QK^T and PV, 4 t^2 d_attn, halved by the mask."""
+        return 4.0 * tokens * tokens * self.q_heads * self.head_dim / 2
+
+    def prefill_flops(self, tokens_per_layer: Sequence[int], prune_after_attention: bool = True) -> float:
+        """FLOPs of a prefill whose layer ``i`` attends over ``tokens_per_layer[i]`` tokens.
+
+        With the paper's prune point (after the attention) a pruning layer's MLP already runs on the
+        survivors, i.e. on the next layer's token count; the LM head runs on the last token only.
+        """
+        total = 2.0 * self.hidden * self.vocab
+        n = len(tokens_per_layer)
+        for i, t in enumerate(tokens_per_layer):
+            mlp_tokens = tokens_per_layer[i + 1] if prune_after_attention and i + 1 < n else t
+            total += self.layer_matmul_flops(t, mlp_tokens) + self.attention_flops(t)
+        return total
+
+    def decode_bytes_per_token(self, prompt_tokens_per_layer: Sequence[int], new_tokens: int) -> float:
+        """Bytes one decode step reads at least: the weights, plus each layer's KV at the middle of the
+        generation (its prompt tokens plus half the new ones)."""
+        kv_tokens = sum(t + new_tokens / 2 for t in prompt_tokens_per_layer)
+        return self.weight_bytes + kv_tokens * self.kv_bytes_per_token_layer
+
+    def decode_floor_s(self, prompt_tokens_per_layer: Sequence[int], new_tokens: int,
+                       bandwidth: float = H100_SXM_BANDWIDTH) -> float:
+        return self.decode_bytes_per_token(prompt_tokens_per_layer, new_tokens) / bandwidth

@@ -1,0 +1,101 @@
+"""``sliminfer bench [CONFIG] [key=value ...]``: time stock transformers against sliminfer.
+
+The equivalent of the authors' ``demo.py --mode origin|sliminfer``: a grid of prompt lengths x
+output lengths, both modes in one process on the same prompts, written as JSON plus a PNG plot, with
+the tables printed last. Examples::
+
+    sliminfer bench llama-3.1-8b --shape llama-3.1-8b --prompt-lengths 8k,16k,32k --output-lengths 256
+    sliminfer bench my.yaml model.source=/models/Qwen2.5-7B-Instruct --prompt-lengths 16k
+    sliminfer bench --shape tiny-llama model.device=cpu --prompt-lengths 256,512 --output-lengths 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from sliminfer.bench.cost import H100_SXM_BANDWIDTH
+from sliminfer.bench.grid import DECODERS, MODES, GridSettings
+from sliminfer.bench.report import plot, summary, write_json
+from sliminfer.bench.run import load_bench_pipeline, run_bench
+from sliminfer.bench.shapes import shape_names
+from sliminfer.core.config import load_config
+from sliminfer.core.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("bench", help="time TTFT and end-to-end latency, stock transformers vs sliminfer",
+                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", nargs="?", help="YAML path or preset name (default: unpruned defaults)")
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. model.dtype=bfloat16")
+    parser.add_argument("--shape", choices=shape_names(),
+                        help="build this architecture in code with random weights (speed only), instead of model.source")
+    parser.add_argument("--prompt-lengths", default="1k,2k", type=_lengths, help="comma list; 8k means 8192")
+    parser.add_argument("--output-lengths", default="", type=_lengths,
+                        help="new tokens for end-to-end runs (comma list; empty: TTFT only)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before them")
+    parser.add_argument("--modes", default=",".join(MODES), type=_choices(MODES), help="stock and/or sliminfer")
+    parser.add_argument("--decode", default=",".join(DECODERS), type=_choices(DECODERS),
+                        help="sliminfer end-to-end decode paths: eager and/or graph")
+    parser.add_argument("--graph-attention", default="auto", choices=("auto", "sdpa", "flash"),
+                        help="attention kernel of the graph decode")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the graph decode's step")
+    parser.add_argument("--no-ttft", action="store_true", help="skip the separate TTFT measurements")
+    parser.add_argument("--bandwidth", type=float, default=H100_SXM_BANDWIDTH,
+                        help="memory bandwidth in bytes/s for the decode floor (default: H100 SXM)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("bench-out"), help="directory for the JSON and PNG")
+    parser.add_argument("--name", help="file name stem (default: bench-<model>)")
+    parser.add_argument("--no-plot", action="store_true")
+    parser.set_defaults(func=_run)
+
+
+def _lengths(text: str) -> list[int]:
+    out = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        match = re.fullmatch(r"(\d+)([kK]?)", item)
+        if not match:
+            raise argparse.ArgumentTypeError(f"{item!r} is not a token count (e.g. 4096 or 4k)")
+        out.append(int(match.group(1)) * (1024 if match.group(2) else 1))
+    return out
+
+
+def _choices(allowed: tuple[str, ...]):
+    def parse(text: str) -> tuple[str, ...]:
+        items = tuple(filter(None, (t.strip() for t in text.split(","))))
+        bad = [i for i in items if i not in allowed]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(allowed)}")
+        return items
+
+    return parse
+
+
+def _run(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    config_source = args.config
+    if config_source is not None and "=" in config_source:  # no config given, only overrides
+        overrides.insert(0, config_source)
+        config_source = None
+    if not args.prompt_lengths:
+        raise ConfigError("--prompt-lengths", "", "give at least one prompt length")
+    config = load_config(config_source, overrides)
+    pipe, info = load_bench_pipeline(config, args.shape, args.seed)
+    graph_options = {"attention": args.graph_attention, **({"compile": True} if args.compile else {})}
+    settings = GridSettings(
+        prompt_lengths=args.prompt_lengths, output_lengths=args.output_lengths, repeats=args.repeats,
+        warmup=args.warmup, modes=args.modes, decoders=args.decode, measure_ttft=not args.no_ttft,
+        bandwidth=args.bandwidth, seed=args.seed, graph_options=graph_options,
+    )
+    record = run_bench(pipe, info, settings)
+    stem = args.name or f"bench-{re.sub(r'[^A-Za-z0-9._-]+', '_', Path(str(info['name'])).name)}"
+    print(f"wrote {write_json(record, args.out / f'{stem}.json')}")
+    if not args.no_plot:
+        png = plot(record, args.out / f"{stem}.png")
+        if png is not None:
+            print(f"wrote {png}")
+    print()
+    print(summary(record))
+    return 0

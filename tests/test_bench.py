@@ -1,0 +1,116 @@
+"""``sliminfer bench`` on the CPU: a tiny shape, two prompt lengths, one repeat; JSON fields, tables,
+plot; plus the FLOP model, the decode floor and OOM handling."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from sliminfer.bench.cost import ModelCost
+from sliminfer.bench.grid import Meter
+from sliminfer.bench.shapes import RANDOM_LABEL, build_random_model, shape_config, shape_names
+from sliminfer.cli.bench_cmd import _lengths
+from sliminfer.cli.main import main
+
+PRUNING = ("pruning={scorer: {name: token_unit, block_size: 16, unit_size: 4, window: 4}, "
+           "schedule: {name: fixed, layers: [1], budgets: [64]}}")
+
+
+def test_tiny_bench_writes_json_plot_and_prints_tables_last(tmp_path, capsys) -> None:
+    code = main(["bench", "--shape", "tiny-llama", "model.device=cpu", "model.dtype=float32", PRUNING,
+                 "--prompt-lengths", "256,320", "--output-lengths", "6", "--repeats", "1", "--warmup", "0",
+                 "--out", str(tmp_path), "--name", "tiny"])
+    assert code == 0
+    record = json.loads((tmp_path / "tiny.json").read_text())
+    for key in ("schema", "date", "device", "torch", "transformers", "sliminfer", "python", "config", "settings"):
+        assert record[key] is not None, key
+    assert record["model"]["label"] == RANDOM_LABEL and record["model"]["random_weights"] is True
+    assert record["config"]["pruning"]["schedule"]["budgets"] == [64]
+    assert [p["prompt_tokens"] for p in record["points"]] == [256, 320]
+    for point in record["points"]:
+        assert point["tokens_per_layer"][:2] == [point["prompt_tokens"]] * 2
+        assert point["tokens_per_layer"][2] < point["prompt_tokens"]
+        assert point["flops"]["ratio"] > 1
+        for mode in ("stock", "sliminfer"):
+            assert point["ttft"][mode]["status"] == "ok" and point["ttft"][mode]["median_s"] > 0
+        (e2e,) = point["e2e"]
+        assert e2e["new_tokens"] == 6
+        for path in ("stock", "eager", "graph"):
+            assert e2e[path]["status"] == "ok", e2e[path]
+            assert e2e[path]["new_tokens_made"] == 6
+            assert e2e[path]["decode_ms_per_token"] > 0
+        assert e2e["graph_matches_eager_tokens"] == 1.0
+        assert e2e["graph"]["graph"] is False and e2e["graph"]["attention"] == "sdpa"
+        assert 0 < e2e["floor_ms_per_token"]["sliminfer"] < e2e["floor_ms_per_token"]["stock"]
+    out = capsys.readouterr().out
+    assert "Time to first token" in out
+    last = out.rstrip().splitlines()
+    assert last[-1].split()[:2] == ["320", "6"]  # the end-to-end table is the last thing printed
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (tmp_path / "tiny.png").stat().st_size > 0
+
+
+def test_ttft_only_grid_without_stock(tmp_path, capsys) -> None:
+    assert main(["bench", "model.device=cpu", "--shape", "tiny-llama", "--prompt-lengths", "128", "--repeats", "1",
+                 "--warmup", "0", "--modes", "sliminfer", "--out", str(tmp_path), "--name", "t", "--no-plot"]) == 0
+    point = json.loads((tmp_path / "t.json").read_text())["points"][0]
+    assert point["ttft"]["sliminfer"]["status"] == "ok" and "stock" not in point["ttft"]
+    assert point["ttft"]["speedup"] is None and point["e2e"] == []
+    assert "Time to first token" in capsys.readouterr().out
+
+
+def test_flop_model_and_decode_floor_of_the_paper_schedule() -> None:
+    llama = ModelCost(num_layers=32, hidden=4096, q_heads=32, kv_heads=8, head_dim=128, intermediate=14336,
+                      vocab=128256, dtype_bytes=2, weight_bytes=15_000_000_000)
+
+    def schedule(n: int) -> list[int]:
+        return [n] * 10 + [min(n, 8192)] * 10 + [min(n, 4096)] * 10 + [min(n, 2048)] * 2
+
+    # pruning after whole layers: the ratios ../shared/docs/gpu.md quotes (1.27x / 1.92x / 2.52x)
+    ratios = [llama.prefill_flops([n] * 32) / llama.prefill_flops(schedule(n), prune_after_attention=False)
+              for n in (8192, 16384, 32768)]
+    assert [round(r, 2) for r in ratios] == [1.27, 1.92, 2.52]
+    # the paper's prune point (after the attention) also saves the pruning layer's MLP work
+    assert llama.prefill_flops(schedule(32768)) < llama.prefill_flops(schedule(32768), prune_after_attention=False)
+    assert llama.kv_bytes_per_token_layer == 4096  # 4 KiB per token per layer (method.md)
+    floor = llama.decode_floor_s(schedule(32768), 256)
+    assert floor == pytest.approx((15e9 + sum(t + 128 for t in schedule(32768)) * 4096) / 3.35e12)
+
+
+def test_weight_bytes_skip_the_embedding_unless_tied() -> None:
+    model = build_random_model("tiny-llama", torch.float32, torch.device("cpu"))
+    cost = ModelCost.of(model)
+    total = sum(p.numel() * 4 for p in model.parameters())
+    assert cost.weight_bytes == total - model.model.embed_tokens.weight.numel() * 4
+    assert cost.head_dim == 16 and cost.vocab == 256
+
+
+def test_shapes_have_the_real_dimensions() -> None:
+    assert {"llama-3.1-8b", "qwen2.5-7b", "smollm2-135m"} <= set(shape_names())
+    llama, qwen = shape_config("llama-3.1-8b"), shape_config("qwen2.5-7b")
+    assert (llama.hidden_size, llama.num_hidden_layers, llama.num_attention_heads, llama.num_key_value_heads,
+            llama.intermediate_size, llama.vocab_size, llama.max_position_embeddings) == (
+            4096, 32, 32, 8, 14336, 128256, 131072)
+    assert llama.rope_parameters["rope_type"] == "llama3" and llama.rope_parameters["rope_theta"] == 500000.0
+    assert (qwen.hidden_size, qwen.num_hidden_layers, qwen.num_attention_heads, qwen.num_key_value_heads,
+            qwen.intermediate_size, qwen.vocab_size, qwen.max_position_embeddings) == (
+            3584, 28, 28, 4, 18944, 152064, 131072)
+    assert qwen.rope_parameters["rope_theta"] == 1e6
+
+
+def test_out_of_memory_is_recorded_not_raised() -> None:
+    def boom():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 GiB")
+
+    result = Meter(torch.device("cpu"), warmup=0, repeats=2).measure(boom)
+    assert result["status"] == "oom" and "80 GiB" in result["error"]
+    broken = Meter(torch.device("cpu"), warmup=0, repeats=1).measure(lambda: 1 / 0)
+    assert broken["status"] == "error" and "ZeroDivisionError" in broken["error"]
+
+
+def test_length_lists() -> None:
+    assert _lengths("8k, 16K,100") == [8192, 16384, 100]
+    assert _lengths("") == []

@@ -1,0 +1,48 @@
+"""The `sliminfer` command: exit codes and what it prints."""
+
+from __future__ import annotations
+
+import pytest
+
+from sliminfer.cli.main import main
+
+
+def test_config_validate_and_show(capsys) -> None:
+    assert main(["config", "validate", "llama-3.1-8b"]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert main(["config", "show", "smollm2-135m", "generation.max_new_tokens=7"]) == 0
+    assert "max_new_tokens: 7" in capsys.readouterr().out
+
+
+def test_config_error_exits_2_and_names_the_field(capsys) -> None:
+    assert main(["config", "validate", "llama-3.1-8b", "pruning.schedule.budgets=[8192,4000,2048]"]) == 2
+    err = capsys.readouterr().err
+    assert "pruning.schedule.budgets" in err and "4000" in err and "multiple of the block size 64" in err
+
+
+def test_plugins_lists_builtins_and_fields(capsys) -> None:
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    for name in ("token_unit", "attention_unit", "fixed", "ratio", "gpu", "llama", "qwen2", "qwen3"):
+        assert name in out
+    assert "budgets:" in out
+
+
+def test_run_with_missing_prompt_file(tmp_path, capsys) -> None:
+    assert main(["run", "origin", "--prompt-file", str(tmp_path / "nope.txt")]) == 2
+    assert "nope.txt" in capsys.readouterr().err
+
+
+@pytest.mark.real_weights
+def test_demo_prints_its_table(capsys) -> None:
+    assert main(["demo", "--tokens", "700", "--depth", "0.9"]) == 0
+    out = capsys.readouterr().out
+    assert "origin" in out and "sliminfer" in out and "TTFT" in out and "tokens kept per layer" in out
+
+
+@pytest.mark.real_weights
+def test_run_prints_answer_and_stats(capsys) -> None:
+    assert main(["run", "smollm2-135m", "generation.max_new_tokens=12", "--prompt",
+                 "What is the capital of France?"]) == 0
+    out = capsys.readouterr().out
+    assert "Paris" in out and "prompt tokens" in out
