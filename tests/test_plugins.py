@@ -112,11 +112,11 @@ def test_blocked_plugin_is_not_loaded(example_plugin, monkeypatch, blocked):
         registry.get("scorer", "key_norm", "pruning.scorer.name")
     message = str(info.value)
     assert "pruning.scorer.name" in message and "unknown scorer 'key_norm'" in message
-    assert "Available: token_unit" in message
+    assert "Available: attention_unit, token_unit" in message
     assert not registry.has_observers("sliminfer_prune")  # its observer is gone too
     if blocked == "*":
         assert {e.plugin for kind in registry.entries.values() for e in kind.values()} == {"sliminfer.builtins"}
-    with pytest.raises(UnknownNameError, match="Available: token_unit"):
+    with pytest.raises(UnknownNameError, match="Available: attention_unit, token_unit"):
         load_config({"pruning": {"scorer": "key_norm", "schedule": {"name": "fixed", "layers": [2], "budgets": [256]}}})
 
 
