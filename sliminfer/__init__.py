@@ -3,6 +3,7 @@
 Importing the package loads no plugin and touches no GPU; the registry is built on first use.
 """
 
+from sliminfer.cache.memory import GPUOutOfMemoryError
 from sliminfer.core.config import SlimConfig, load_config
 from sliminfer.core.errors import ConfigError, InputError, SlimInferError, UnknownNameError, UnsupportedModelError
 from sliminfer.core.pipeline import SlimPipeline
@@ -13,6 +14,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "GPUOutOfMemoryError",
     "GenerationResult",
     "InputError",
     "PrefillResult",

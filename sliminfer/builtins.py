@@ -1,6 +1,7 @@
 """The built-in strategies and adapters, registered through the same hook plugins use."""
 
 from sliminfer.cache.gpu_resident import GPUResidentCache
+from sliminfer.cache.offloading import OffloadingKVManager
 from sliminfer.core.registry import Register, hookimpl
 from sliminfer.models.llama import LlamaAdapter
 from sliminfer.models.qwen import Qwen2Adapter, Qwen3Adapter
@@ -17,5 +18,6 @@ def sliminfer_register(register: Register) -> None:
     register.schedule("fixed", FixedBudgetSchedule)
     register.schedule("ratio", RatioSchedule)
     register.cache_manager("gpu", GPUResidentCache)
+    register.cache_manager("offload", OffloadingKVManager)
     for adapter in (LlamaAdapter, Qwen2Adapter, Qwen3Adapter):
         register.model_adapter(adapter)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import random
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,9 +19,11 @@ import torch
 from sliminfer import SlimPipeline, load_config
 from sliminfer.core.errors import ConfigError, InputError
 from sliminfer.eval import metrics as m
+from sliminfer.eval.evidence import dropped_after, evidence_drops
 from sliminfer.eval.fitting import insertion_index, largest_fitting
 from sliminfer.eval.lm_agreement import LMAgreementTask, teacher_forced
 from sliminfer.eval.longbench import LongBenchTask, load_longbench, score_longbench
+from sliminfer.eval.base import Sample
 from sliminfer.eval.needles import VARIANTS, NeedleBuilder, NeedleTask, key_words
 from sliminfer.eval.passkey import PasskeyTask, passkey_prompt
 from sliminfer.eval.qa import Passage, QAItem, SquadTask, qa_prompt
@@ -165,7 +166,9 @@ def test_needle_prompt_promises(variant, value_kind, depth):
 
 def test_needle_deterministic_per_seed():
     builder = NeedleBuilder("multikey", "number")
-    build = lambda seed: builder.build(SENTENCES, byte_count, ByteTokenizer(), 1200, 0.5, random.Random(seed)).text  # noqa: E731
+    def build(seed: int) -> str:
+        return builder.build(SENTENCES, byte_count, ByteTokenizer(), 1200, 0.5, random.Random(seed)).text
+
     assert build(3) == build(3)
     assert build(3) != build(4)
     adjectives, nouns = key_words()
@@ -202,7 +205,7 @@ QA_ITEMS = tuple(
 
 def test_qa_prompts_keep_gold_and_fit(tiny_runs):
     _, pipes = tiny_runs
-    task = SquadTask((500, 900), samples=3, items=QA_ITEMS)
+    task = SquadTask((500, 900), samples=3, chat_template=False, items=QA_ITEMS)
     samples = task.samples(pipes[0])
     assert len(samples) == 6
     for s in samples:
@@ -212,12 +215,31 @@ def test_qa_prompts_keep_gold_and_fit(tiny_runs):
     assert "Passage 1: A\nx" in qa_prompt([Passage("A", "x")], "q?", chat_template=True)
 
 
+def test_answer_extraction():
+    qa, needle = SquadTask(), NeedleTask()
+    assert qa.answer("\n\n  Paris, France\nQuestion: next") == "Paris, France"  # first non-empty line
+    assert qa.score("\nParis\n", Sample("k", "p", ("Paris",))) == {"f1": 1.0, "em": 1.0}
+    assert needle.answer(" 7067970. The special magic") == "7067970."  # run-on text is not the answer
+    assert needle.answer(": 1, 2, 3") == ": 1, 2, 3"
+    same = needle.compare({"prediction": " 7067970. What is"}, {"prediction": ": 7067970. The"})
+    assert same == {"same_answer": 1.0, "agreement_f1": 1.0}
+
+
+def test_evidence_dropped_after():
+    kept = [torch.arange(10)] * 3 + [torch.tensor([0, 1, 2, 8, 9])] * 2 + [torch.tensor([0, 9])]
+    assert dropped_after(kept, [1, 2]) == 4  # gone from layer 5 on: pruned after layer 4
+    assert dropped_after(kept, [5]) == 2
+    assert dropped_after(kept, [0, 9]) is None
+    assert evidence_drops(ByteTokenizer(), "abc", ["b"], kept) is None  # no offsets: not tracked
+
+
 # --- runner: same samples, resumable, reports ---------------------------------------------------
 
 
 def test_resume_skips_finished_samples(tiny_runs, tmp_path, monkeypatch):
     configs, pipes = tiny_runs
-    task = NeedleTask("single", "number", (400,), (0.0, 1.0), samples=1, sentences=SENTENCES)
+    task = NeedleTask("single", "number", (600,), (0.0, 1.0), samples=1, sentences=SENTENCES)
+    task.max_new_tokens = 4
     first = run_task(task, configs, pipes, tmp_path, progress=False)
     assert len(first) == 4 and {r["config"] for r in first} == {"origin", "pruned"}
     path = tmp_path / f"{task.name}.jsonl"
@@ -228,7 +250,7 @@ def test_resume_skips_finished_samples(tiny_runs, tmp_path, monkeypatch):
     original = NeedleTask.evaluate
     monkeypatch.setattr(NeedleTask, "evaluate", lambda self, pipe, s: calls.append(s.key) or original(self, pipe, s))
     second = run_task(task, configs, pipes, tmp_path, progress=False)
-    assert calls == ["L400-d1.00-i0"]  # only the lost pair ran again
+    assert calls == ["L600-d1.00-i0"]  # only the lost pair ran again
     assert len(second) == 4 and len(read_records(path)) == 4
     run_task(task, configs, pipes, tmp_path, progress=False)
     assert len(calls) == 1
@@ -236,7 +258,7 @@ def test_resume_skips_finished_samples(tiny_runs, tmp_path, monkeypatch):
     assert all(r["same_answer"] == 1.0 for r in second if r["config"] == "origin")
 
 
-def test_changed_config_is_rerun(tiny_runs, tmp_path):
+def test_changed_config_or_task_settings_are_rerun(tiny_runs, tmp_path):
     configs, pipes = tiny_runs
     task = PasskeyTask((400,), (0.5,))
     run_task(task, configs[:1], pipes[:1], tmp_path, progress=False)
@@ -245,6 +267,9 @@ def test_changed_config_is_rerun(tiny_runs, tmp_path):
                        progress=False)
     assert len(records) == 1 and records[0]["config_digest"] == edited.digest
     assert len(read_records(tmp_path / "passkey.jsonl")) == 2
+    task.max_new_tokens = 3  # a task setting that changes records but not prompts
+    run_task(task, configs[:1], pipes[:1], tmp_path, progress=False)
+    assert len(read_records(tmp_path / "passkey.jsonl")) == 3
 
 
 def test_resolve_configs_requires_one_model(tmp_path):
@@ -286,6 +311,7 @@ def test_every_task_end_to_end(tiny_runs, tmp_path):
     ]
     out = tmp_path / "out"
     for task in tasks:
+        task.max_new_tokens = 4  # random weights never stop early; a few tokens exercise decoding
         records = run_task(task, configs, pipes, out, progress=False)
         assert records and {r["config"] for r in records} == {"origin", "pruned"}
         paths = write_report(task, records, configs, out, command="sliminfer eval ...")
@@ -327,6 +353,7 @@ def test_real_needle_prompt_fits_and_is_found(smollm2, tmp_path):
     records = run_task(task, configs, pipes, tmp_path, progress=False)
     assert [r["score"] for r in records] == [1.0, 1.0]  # both find it; the preset prunes at layer 26 here
     assert records[1]["kept_tokens"] < records[0]["kept_tokens"]
+    assert [r["evidence_dropped_after"] for r in records] == [[None], [None]]  # the needle survived
 
 
 @pytest.mark.real_weights

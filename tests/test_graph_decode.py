@@ -32,11 +32,12 @@ def _pipe(arch: str, pruned: bool, seed: int = 0, **config) -> SlimPipeline:
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("pruned", [False, True], ids=["unpruned", "pruned"])
-def test_static_decode_is_token_identical_to_eager(arch: str, pruned: bool) -> None:
+@pytest.mark.parametrize("attention", ["sdpa", "split"])
+def test_static_decode_is_token_identical_to_eager(arch: str, pruned: bool, attention: str) -> None:
     pipe = _pipe(arch, pruned)
     ids = _ids(301, seed=5)
     eager = pipe.generate(ids, max_new_tokens=64)
-    fast = fast_generate(pipe, ids, 64)
+    fast = fast_generate(pipe, ids, 64, attention=attention)
     assert fast.token_ids == eager.token_ids
     assert len(fast.token_ids) == 64
     assert fast.prefill.tokens_per_layer == eager.prefill.tokens_per_layer
@@ -124,3 +125,40 @@ def test_compiled_static_step_is_token_identical() -> None:
     pipe = _pipe("qwen3", pruned=True, seed=1)
     ids = _ids(260, seed=4)
     assert fast_generate(pipe, ids, 12, compile=True).token_ids == pipe.generate(ids, max_new_tokens=12).token_ids
+
+
+def test_flash_layout_with_a_stand_in_kernel(monkeypatch) -> None:
+    """The FlashAttention path's plumbing (token-major buffers seen through [1, kv, cap, d] views, the
+    prefill writing through them, ``seqused_k`` per layer) with a CPU stand-in for the CUDA kernel."""
+    from sliminfer.core import graph_decode
+
+    def varlen_flash(q, k, v, cu_q, cu_k, max_q, max_k, dropout, causal, debug, *, scale, seqused_k):
+        assert k.shape[0] == max_k == int(cu_k[1]) and k.is_contiguous() and not causal
+        n = int(seqused_k[0])
+        keys, values = (t[:n].permute(1, 0, 2)[None] for t in (k, v))
+        heads, d = q.shape[1], q.shape[2]
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q.reshape(1, keys.shape[1], -1, d), keys, values, scale=scale)
+        return (out.reshape(1, heads, d),)
+
+    monkeypatch.setattr(graph_decode, "_flash_op", lambda: varlen_flash)
+    monkeypatch.setattr(graph_decode, "flash_decode_available", lambda device, dtype: True)
+    pipe = _pipe("qwen3", pruned=True, seed=5)
+    ids = _ids(280, seed=6)
+    eager = pipe.generate(ids, max_new_tokens=24).token_ids
+    first = fast_generate(pipe, ids, 24, attention="flash")
+    assert first.attention == "flash" and first.token_ids == eager
+    again = fast_generate(pipe, ids, 24, decoder=first.decoder)  # the prefill writes into the views
+    assert again.decoder is first.decoder and again.token_ids == eager
+
+
+def test_steps_past_the_buffers_are_refused_on_the_host() -> None:
+    pipe = _pipe("llama", pruned=False)
+    ids = _ids(90, seed=3)
+    decoder = fast_generate(pipe, ids, 10).decoder  # all 9 decode steps used
+    with pytest.raises(InputError, match="holds 9"):
+        decoder.decode(1)
+    fresh = StaticDecoder(pipe.adapter, [128] * pipe.adapter.num_layers, 4, dtype=torch.float32,
+                          device=torch.device("cpu"))
+    with pytest.raises(InputError, match="load a prefill first"):
+        fresh.decode(1)

@@ -103,13 +103,14 @@ class Meter:
                     if info is not None:
                         extra = info(out)
                 del out
-                free_memory(self.device)
+                gc.collect()  # the allocator keeps its blocks between repeats (steady state); emptied after
         except torch.OutOfMemoryError as exc:
             free_memory(self.device)
             return {"status": "oom", "error": str(exc).splitlines()[0] if str(exc) else "out of memory"}
         except Exception as exc:  # noqa: BLE001 - one broken measurement must not end the grid
             free_memory(self.device)
             return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+        free_memory(self.device)
         return {"status": "ok", "median_s": statistics.median(times), "min_s": min(times), "times_s": times,
                 "peak_bytes": peak, "base_bytes": base, **extra}
 
@@ -147,13 +148,6 @@ class GridRunner:
         s = self.settings
         ids = prompt_ids(n, self.cost.vocab, self.device, s.seed)
         point: dict[str, Any] = {"prompt_tokens": n}
-        layout = self._layout(ids)
-        point.update(layout)
-        tokens = layout.get("tokens_per_layer") or [n] * self.cost.num_layers
-        after_attention = self.pipe.forward.prune_after_attention
-        full = self.cost.prefill_flops([n] * self.cost.num_layers)
-        slim = self.cost.prefill_flops(tokens, after_attention)
-        point["flops"] = {"stock": full, "sliminfer": slim, "ratio": full / slim}
         if s.measure_ttft:
             ttft: dict[str, Any] = {}
             if "stock" in s.modes:
@@ -161,34 +155,32 @@ class GridRunner:
                 ttft["stock"] = self.meter.measure(lambda: self._stock_prefill(ids))
             if "sliminfer" in s.modes:
                 self.log(f"  {n} tokens: sliminfer prefill")
-                ttft["sliminfer"] = self.meter.measure(lambda: self._slim_prefill(ids))
+                ttft["sliminfer"] = self.meter.measure(lambda: self.pipe.prefill(ids), _layout)
+                point.update({k: ttft["sliminfer"].pop(k) for k in _LAYOUT_KEYS if k in ttft["sliminfer"]})
             ttft["speedup"] = _ratio(ttft.get("stock"), ttft.get("sliminfer"))
             point["ttft"] = ttft
+        if "tokens_per_layer" not in point and "sliminfer" in s.modes:
+            point.update(self._layout_of(ids))
+        tokens = point.get("tokens_per_layer") or [n] * self.cost.num_layers
+        full = self.cost.prefill_flops([n] * self.cost.num_layers)
+        slim = self.cost.prefill_flops(tokens, self.pipe.forward.prune_after_attention)
+        point["flops"] = {"stock": full, "sliminfer": slim, "ratio": full / slim}
         stock_ttft = point.get("ttft", {}).get("stock")
         point["e2e"] = [self._e2e(ids, tokens, new, stock_ttft) for new in s.output_lengths if new > 1]
         return point
 
-    def _layout(self, ids: torch.Tensor) -> dict[str, Any]:
-        """Tokens per layer and KV bytes of this prompt (one untimed pipeline prefill)."""
-        if "sliminfer" not in self.settings.modes:
-            return {}
+    def _layout_of(self, ids: torch.Tensor) -> dict[str, Any]:
+        """Tokens per layer and KV bytes of this prompt from one untimed pipeline prefill."""
         try:
-            result = self.pipe.prefill(ids)
+            layout = _layout(self.pipe.prefill(ids))
         except torch.OutOfMemoryError:
-            free_memory(self.device)
-            return {"layout_error": "oom"}
-        layout = {"tokens_per_layer": result.tokens_per_layer, "kv_bytes": result.kv_bytes,
-                  "full_kv_bytes": result.full_kv_bytes, "kv_saved": result.kv_saved_fraction}
-        del result
+            layout = {"layout_error": "oom"}
         free_memory(self.device)
         return layout
 
     @torch.inference_mode()
-    def _stock_prefill(self, ids: torch.Tensor) -> int:
-        return int(self.model(ids, use_cache=True, logits_to_keep=1).logits[:, -1].argmax(-1))
-
-    def _slim_prefill(self, ids: torch.Tensor) -> int:
-        return int(self.pipe.prefill(ids).logits.argmax(-1))
+    def _stock_prefill(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model(ids, use_cache=True, logits_to_keep=1).logits
 
     # end to end --------------------------------------------------------------------------------------
     def _e2e(self, ids: torch.Tensor, tokens: Sequence[int], new: int,
@@ -238,6 +230,14 @@ class GridRunner:
                                **self.settings.graph_options)
         self._decoder = result.decoder
         return result
+
+
+_LAYOUT_KEYS = ("tokens_per_layer", "kv_bytes", "full_kv_bytes", "kv_saved")
+
+
+def _layout(result: Any) -> dict[str, Any]:
+    return dict(zip(_LAYOUT_KEYS, (result.tokens_per_layer, result.kv_bytes, result.full_kv_bytes,
+                                   result.kv_saved_fraction)))
 
 
 def _token_info(ids: list[int]) -> dict[str, Any]:

@@ -80,12 +80,14 @@ def summary(record: dict[str, Any]) -> str:
     head = (f"{m['name']} [{m['label']}] {m['dtype']} on {record['device']} | torch {record['torch']}, "
             f"transformers {record['transformers']} | {record['date']}")
     parts = [head]
-    if any(p.get("ttft") for p in record["points"]):
-        parts += ["", "Time to first token (median)", ttft_table(record["points"])]
-    if any(p.get("e2e") for p in record["points"]):
-        bw = record["settings"]["bandwidth"] / 1e12
+    points = sorted(record["points"], key=lambda p: p["prompt_tokens"])
+    if any(p.get("ttft") for p in points):
+        parts += ["", "Time to first token (median)", ttft_table(points)]
+    rows = [e for p in points for e in p.get("e2e", [])]
+    if rows:
+        bw = rows[0]["floor_ms_per_token"]["bandwidth_bytes_per_s"] / 1e12
         parts += ["", f"End to end (median; floor = weights + KV read per token at {bw:.2f} TB/s)",
-                  e2e_table(record["points"])]
+                  e2e_table(points)]
     return "\n".join(parts)
 
 
@@ -100,7 +102,7 @@ def plot(record: dict[str, Any], path: str | Path) -> Path | None:
     except ImportError:
         print("plot skipped: matplotlib is not installed (pip install matplotlib)")
         return None
-    points = record["points"]
+    points = sorted(record["points"], key=lambda p: p["prompt_tokens"])
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     _lines(left, points, [("stock", lambda p: (p.get("ttft") or {}).get("stock")),
                           ("sliminfer", lambda p: (p.get("ttft") or {}).get("sliminfer"))])
@@ -140,3 +142,24 @@ def _lines(ax: Any, points: Sequence[dict[str, Any]], series: Sequence[tuple[str
     ax.grid(True, alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=8)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m sliminfer.bench.report RECORD.json [PLOT.png]``: print a saved record's tables and
+    draw its plot again (for a run made where matplotlib was missing)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or len(args) > 2:
+        print("usage: python -m sliminfer.bench.report RECORD.json [PLOT.png]")
+        return 2
+    record = json.loads(Path(args[0]).read_text(encoding="utf-8"))
+    target = Path(args[1]) if len(args) > 1 else Path(args[0]).with_suffix(".png")
+    if plot(record, target) is not None:
+        print(f"wrote {target}")
+    print(summary(record))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

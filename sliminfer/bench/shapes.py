@@ -39,6 +39,10 @@ SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
         vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=4096, rope_parameters={"rope_type": "default",
         "rope_theta": 10000.0}, bos_token_id=0, **_NO_STOP)),
+    "tiny-qwen2": ("qwen2", dict(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=4096, rope_parameters={"rope_type": "default",
+        "rope_theta": 10000.0}, use_sliding_window=False, bos_token_id=0, **_NO_STOP)),
 }
 
 

@@ -7,6 +7,8 @@ the tables printed last. Examples::
     sliminfer bench llama-3.1-8b --shape llama-3.1-8b --prompt-lengths 8k,16k,32k --output-lengths 256
     sliminfer bench my.yaml model.source=/models/Qwen2.5-7B-Instruct --prompt-lengths 16k
     sliminfer bench --shape tiny-llama model.device=cpu --prompt-lengths 256,512 --output-lengths 8
+
+Write CONFIG and the key=value overrides next to each other (all before or all after the options).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--bandwidth", type=float, default=H100_SXM_BANDWIDTH,
                         help="memory bandwidth in bytes/s for the decode floor (default: H100 SXM)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("bench-out"), help="directory for the JSON and PNG")
+    parser.add_argument("--out", type=Path, default=Path("out/bench"), help="directory for the JSON and PNG")
     parser.add_argument("--name", help="file name stem (default: bench-<model>)")
     parser.add_argument("--no-plot", action="store_true")
     parser.set_defaults(func=_run)

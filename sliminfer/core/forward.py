@@ -149,6 +149,15 @@ class StagedForward:
         hidden = adapter.embed(token)
         pos = torch.full((1, 1), position, dtype=torch.long, device=token.device)
         pe = adapter.rotary(hidden, pos)
+        if getattr(cache, "wants_queries", False):  # a manager that picks KV by the current queries (offload)
+            query_layers = cache.query_layers
+            for layer in range(adapter.num_layers):
+                if layer in query_layers:  # hands the queries to cache.observe_query before the attention
+                    hidden = adapter.attention_block_observed(layer, hidden, pe, None, cache)
+                else:
+                    hidden = adapter.attention_block(layer, hidden, pe, None, cache)
+                hidden = adapter.mlp_block(layer, hidden)
+            return adapter.logits(hidden)[:, -1]
         for layer in range(adapter.num_layers):
             hidden = adapter.attention_block(layer, hidden, pe, None, cache)
             hidden = adapter.mlp_block(layer, hidden)

@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     from sliminfer.core.results import PrefillResult
     from sliminfer.models.base import ModelAdapter
 
-ATTENTION_CHOICES = ("auto", "sdpa", "flash")
-CAPACITY_ALIGN = 64
+ATTENTION_CHOICES = ("auto", "sdpa", "flash", "split")
+CAPACITY_ALIGN = 256  # also the chunk of the "split" attention's KV reduction
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -86,15 +86,15 @@ def _check_flash(device: torch.device, dtype: torch.dtype) -> bool:
         gen = torch.Generator(device=device).manual_seed(0)
         heads, kv_heads, d, cap, used = 8, 2, 128, 640, 333
         q = torch.randn(1, heads, d, device=device, dtype=dtype, generator=gen)
-        k = torch.randn(1, kv_heads, cap, d, device=device, dtype=dtype, generator=gen)
-        v = torch.randn(1, kv_heads, cap, d, device=device, dtype=dtype, generator=gen)
+        k = torch.randn(cap, kv_heads, d, device=device, dtype=dtype, generator=gen)
+        v = torch.randn(cap, kv_heads, d, device=device, dtype=dtype, generator=gen)
         cu_q = torch.tensor([0, 1], dtype=torch.int32, device=device)
         cu_k = torch.tensor([0, cap], dtype=torch.int32, device=device)
         used_t = torch.tensor([used], dtype=torch.int32, device=device)
-        got = _flash_attend(op, q, k[0].transpose(0, 1), v[0].transpose(0, 1), cu_q, cu_k, used_t, d**-0.5)
-        ref = F.scaled_dot_product_attention(
-            q.float().reshape(1, kv_heads, heads // kv_heads, d), k[:, :, :used].float(), v[:, :, :used].float()
-        ).reshape(1, heads, d)
+        got = _flash_attend(op, q, k, v, cu_q, cu_k, used_t, d**-0.5)
+        keys, values = (t[:used].permute(1, 0, 2).unsqueeze(0).float() for t in (k, v))
+        ref = F.scaled_dot_product_attention(q.float().reshape(1, kv_heads, heads // kv_heads, d), keys, values)
+        ref = ref.reshape(1, heads, d)
         return bool(torch.allclose(got.float(), ref, atol=2e-2, rtol=2e-2))
     except Exception:  # noqa: BLE001 - any failure means: use SDPA
         return False
@@ -119,7 +119,7 @@ class StaticDecoder:
         device: torch.device,
         attention: str = "auto",
         graph: bool | None = None,
-        compile: bool = False,
+        compile: bool | None = None,
     ) -> None:
         if attention not in ATTENTION_CHOICES:
             raise InputError(f"attention: {attention!r}; choose one of {', '.join(ATTENTION_CHOICES)}")
@@ -132,8 +132,10 @@ class StaticDecoder:
         self.dtype = dtype
         self.max_new_tokens = max_new_tokens
         self.capacities = [_round_up(max(int(c), 1), CAPACITY_ALIGN) for c in capacities]
+        if compile is None:  # measured on an H100 (benchmarks/results): split + compile is the fastest decode
+            compile = self.device.type == "cuda"
         if attention == "auto":
-            attention = "flash" if flash_decode_available(self.device, dtype) else "sdpa"
+            attention = "split" if compile else ("flash" if flash_decode_available(self.device, dtype) else "sdpa")
         elif attention == "flash" and not flash_decode_available(self.device, dtype):
             raise InputError("attention: 'flash' needs CUDA, float16/bfloat16 and a torch whose FlashAttention op "
                              "takes seqused_k; use 'sdpa'")
@@ -145,6 +147,7 @@ class StaticDecoder:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.graph_error: str | None = None
         self.capture_s = 0.0
+        self._steps_done: int | None = None  # decode steps since the last load (None: nothing loaded)
         self._parts = bind_decode_parts(adapter)
         self._scales = [self._parts.scale(i) for i in range(adapter.num_layers)]
         self._q_heads = int(adapter.config.num_attention_heads)
@@ -156,19 +159,23 @@ class StaticDecoder:
     def _allocate(self) -> None:
         kv_heads, d, dev = self.adapter.num_kv_heads, self.adapter.head_dim, self.device
         # zeros, not empty: a masked slot gets probability 0, and 0 * NaN garbage would still be NaN
-        self.keys = [torch.zeros(1, kv_heads, c, d, dtype=self.dtype, device=dev) for c in self.capacities]
-        self.values = [torch.zeros_like(k) for k in self.keys]
+        if self.attention == "flash":  # token-major storage, the varlen kernel's layout; [1, kv, cap, d] views
+            k_rows = [torch.zeros(c, kv_heads, d, dtype=self.dtype, device=dev) for c in self.capacities]
+            v_rows = [torch.zeros_like(k) for k in k_rows]
+            self._k_rows, self._v_rows = k_rows, v_rows
+            self.keys = [k.permute(1, 0, 2).unsqueeze(0) for k in k_rows]
+            self.values = [v.permute(1, 0, 2).unsqueeze(0) for v in v_rows]
+            self._cu_q = torch.tensor([0, 1], dtype=torch.int32, device=dev)
+            self._cu_k = [torch.tensor([0, c], dtype=torch.int32, device=dev) for c in self.capacities]
+        else:
+            self.keys = [torch.zeros(1, kv_heads, c, d, dtype=self.dtype, device=dev) for c in self.capacities]
+            self.values = [torch.zeros_like(k) for k in self.keys]
         self.bias = [torch.full((1, 1, 1, c), float("-inf"), dtype=self.dtype, device=dev) for c in self.capacities]
         self.lens = torch.zeros(self.adapter.num_layers, dtype=torch.long, device=dev)
         self.n_prompt = torch.zeros(1, dtype=torch.long, device=dev)
         self.step = torch.zeros(1, dtype=torch.long, device=dev)
         self.token = torch.zeros(1, 1, dtype=torch.long, device=dev)
         self.generated = torch.zeros(self.max_new_tokens, dtype=torch.long, device=dev)
-        if self.attention == "flash":
-            self._k_rows = [k[0].transpose(0, 1) for k in self.keys]  # [capacity, kv_heads, d] views
-            self._v_rows = [v[0].transpose(0, 1) for v in self.values]
-            self._cu_q = torch.tensor([0, 1], dtype=torch.int32, device=dev)
-            self._cu_k = [torch.tensor([0, c], dtype=torch.int32, device=dev) for c in self.capacities]
         self.logits: torch.Tensor | None = None
 
     # construction ------------------------------------------------------------------------------
@@ -205,7 +212,7 @@ class StaticDecoder:
             raise InputError(f"fast decode: the prefill's cache is a {type(cache).__name__}; it needs the "
                              "GPU-resident cache (cache.name: gpu)")
         tokens = prefill.tokens_per_layer
-        if any(n + 1 > c for n, c in zip(tokens, self.capacities)):
+        if any(n + self.max_new_tokens - 1 > c for n, c in zip(tokens, self.capacities)):
             raise InputError("fast decode: the prompt does not fit this decoder's buffers; build a new one")
         for layer, n in enumerate(tokens):
             if cache.keys[layer] is not self.keys[layer]:
@@ -219,6 +226,7 @@ class StaticDecoder:
         self.token.copy_(first_token.reshape(1, 1))
         self.generated.zero_()
         self.generated[:1].copy_(first_token.reshape(1))
+        self._steps_done = 0
         if self.use_graph and self.graph is None and self.graph_error is None and self.max_new_tokens > 1:
             self._capture()
             self.load(prefill, first_token)  # capture's warm-up steps moved the state on
@@ -226,8 +234,7 @@ class StaticDecoder:
     @torch.inference_mode()
     def decode(self, steps: int) -> None:
         """Run ``steps`` decode steps (each feeds its greedy token to the next)."""
-        if steps > self.max_new_tokens - 1:
-            raise InputError(f"decode: {steps} steps; this decoder holds {self.max_new_tokens - 1} at most")
+        self._reserve(steps)
         if self.graph is not None:
             for _ in range(steps):
                 self.graph.replay()
@@ -239,8 +246,7 @@ class StaticDecoder:
     def decode_forced(self, tokens: Sequence[int]) -> tuple[list[int], list[torch.Tensor]]:
         """Teacher-forced steps: feed ``tokens[i]`` at step i; return each step's greedy token and logits
         (for agreement checks against another decoder fed the same tokens)."""
-        if len(tokens) > self.max_new_tokens - 1:
-            raise InputError(f"decode_forced: {len(tokens)} steps; this decoder holds {self.max_new_tokens - 1}")
+        self._reserve(len(tokens))
         picked, logits = [], []
         for t in tokens:
             self.token.fill_(int(t))
@@ -251,6 +257,16 @@ class StaticDecoder:
             logits.append(self.logits.float().clone())
             picked.append(int(self.token))
         return picked, logits
+
+    def _reserve(self, steps: int) -> None:
+        """Slots are checked here, on the host: an index past a buffer would be a device-side assert."""
+        done = self._steps_done
+        if done is None:
+            raise InputError("decode: load a prefill first")
+        if done + steps > self.max_new_tokens - 1:
+            raise InputError(f"decode: {done} + {steps} steps; this decoder holds {self.max_new_tokens - 1} "
+                             "after the first token")
+        self._steps_done = done + steps
 
     def tokens(self, n: int) -> list[int]:
         return self.generated[:n].tolist()
@@ -274,6 +290,7 @@ class StaticDecoder:
         except Exception as exc:  # noqa: BLE001 - fall back to running the static step eagerly
             self.graph = None
             self.graph_error = f"{type(exc).__name__}: {exc}"
+            self._step_fn, self.compiled = self._step, False  # and uncompiled: no second compilation
             torch.cuda.synchronize(self.device)
         self.capture_s = time.perf_counter() - start
 
@@ -307,11 +324,32 @@ class StaticDecoder:
             return out.reshape(1, 1, -1)
         self.bias[layer].index_fill_(-1, slot, 0.0)
         keys = self.keys[layer]
+        if self.attention == "split":
+            return self._attend_split(layer, q)
         # GQA without copying KV: the query heads of one KV group become that group's query rows
         q = q.reshape(1, keys.shape[1], -1, d)
         out = F.scaled_dot_product_attention(q, keys, self.values[layer], attn_mask=self.bias[layer],
                                              scale=self._scales[layer])
         return out.reshape(1, 1, -1)
+
+    def _attend_split(self, layer: int, q: torch.Tensor) -> torch.Tensor:
+        """Split-KV decode attention from two batched matmuls (flash-decoding's idea, in plain ops).
+
+        One query row per head leaves fused kernels with one thread block per head, far too few to
+        stream a long KV at full bandwidth. Here the scores are one batched GEMM parallel over the KV
+        length, and probabilities @ values is split into ``CAPACITY_ALIGN``-token chunks reduced
+        afterwards, so both reads of the KV spread over the whole GPU.
+        """
+        keys, values = self.keys[layer], self.values[layer]
+        kv_heads, cap, d = keys.shape[1], keys.shape[2], keys.shape[3]
+        qg = q.reshape(1, kv_heads, -1, d)
+        group = qg.shape[2]
+        scores = torch.matmul(qg, keys.transpose(-1, -2)).float() * self._scales[layer] + self.bias[layer].float()
+        probs = scores.softmax(dim=-1).to(values.dtype)
+        chunks = cap // CAPACITY_ALIGN
+        parts = torch.matmul(probs.view(1, kv_heads, group, chunks, CAPACITY_ALIGN).transpose(2, 3),
+                             values.view(1, kv_heads, chunks, CAPACITY_ALIGN, d))
+        return parts.float().sum(dim=2).to(values.dtype).reshape(1, 1, -1)
 
     def kv_bytes(self) -> int:
         """Bytes of the static KV buffers (capacity, not use)."""

@@ -6,9 +6,9 @@ registry lookup happens per token) and a tokenizer, and offers ``prefill`` and `
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -23,6 +23,7 @@ from sliminfer.core.results import GenerationResult, PrefillResult
 from sliminfer.core.sampling import next_token
 from sliminfer.core.timing import now
 
+T = TypeVar("T")
 ConfigSource = str | Path | Mapping[str, Any] | SlimConfig | None
 
 
@@ -114,7 +115,19 @@ class SlimPipeline:
     def prefill(self, input_ids: torch.Tensor | Sequence[int] | str, reserve_tokens: int = 0) -> PrefillResult:
         """Run the prompt through the model (pruning as configured); logits of its last token."""
         ids = self.encode(input_ids) if not isinstance(input_ids, torch.Tensor) else input_ids.to(self.device)
-        return self.forward.prefill(ids, self.new_cache(reserve_tokens))
+        return self._oom_guarded(lambda: self.forward.prefill(ids, self.new_cache(reserve_tokens)), "prefill", ids)
+
+    def _oom_guarded(self, fn: Callable[[], T], phase: str, ids: torch.Tensor) -> T:
+        """``fn()``; on CUDA an out-of-memory error becomes a GPUOutOfMemoryError that names the memory
+        cap and suggests the offload cache manager, instead of a stack trace from deep inside a layer."""
+        if self.device.type != "cuda":
+            return fn()
+        from sliminfer.cache.memory import call_with_oom_message
+
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return call_with_oom_message(fn, self.device, phase=phase, prompt_tokens=int(ids.shape[-1]),
+                                     cache_name=self.config.cache.name, pruning=self.config.pruning is not None,
+                                     weights_bytes=weights)
 
     def generate(
         self,
@@ -137,6 +150,9 @@ class SlimPipeline:
         except ValidationError as exc:
             raise config_error_from_validation(exc, prefix="generation", model=GenerationSection) from None
         ids = self.encode(prompt_or_ids, chat_template)
+        return self._oom_guarded(lambda: self._generate(ids, gen), "generate", ids)
+
+    def _generate(self, ids: torch.Tensor, gen: GenerationSection) -> GenerationResult:
         generator = None
         if gen.temperature > 0:
             generator = torch.Generator(device=self.device)
@@ -183,15 +199,16 @@ class SlimPipeline:
     def _hit_stop(self, tokens: list[int], stop: Sequence[str]) -> bool:
         if self.tokenizer is None:
             return False
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True).lstrip()
         return any(s in text for s in stop)
 
     def _text(self, tokens: list[int], stop: Sequence[str]) -> str:
         if self.tokenizer is None:
             return ""
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        lead = len(text) - len(text.lstrip())  # a stop string in leading whitespace does not count
         for s in stop:
-            cut = text.find(s)
+            cut = text.find(s, lead)
             if cut >= 0:
                 text = text[:cut]
         return text

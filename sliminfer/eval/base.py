@@ -11,12 +11,14 @@ import hashlib
 import json
 import math
 import random
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sliminfer.eval.metrics import normalize_answer
+from sliminfer.eval.evidence import evidence_drops
+from sliminfer.eval.metrics import normalize_answer, token_f1
 
 if TYPE_CHECKING:
     from sliminfer.core.pipeline import SlimPipeline
@@ -71,6 +73,11 @@ def mean_metric(name: str, label: str, scale: float = 100.0) -> Metric:
     return Metric(name, label, aggregate)
 
 
+def prompt_length(pipe: SlimPipeline, chat_template: bool) -> Callable[[str], int]:
+    """Token count of a text prompt exactly as ``pipe.generate`` will see it (chat wrapper included)."""
+    return lambda text: int(pipe.encode(text, chat_template).shape[1])
+
+
 def seeded_rng(*parts: object) -> random.Random:
     """A generator seeded from ``parts`` through sha256: stable across processes and Python versions."""
     digest = hashlib.sha256(repr(parts).encode()).digest()
@@ -103,6 +110,15 @@ class Task(ABC):
         """One line for the report header."""
         return self.name
 
+    def settings(self) -> dict[str, Any]:
+        """Settings that change a record without changing the prompt (e.g. the answer length)."""
+        return {}
+
+    @property
+    def digest(self) -> str:
+        """Identifies :meth:`settings` in result files, so changing one re-runs the samples."""
+        return hashlib.sha1(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:10]
+
 
 class GenerationTask(Task):
     """A task answered by greedy generation and scored on the text."""
@@ -110,28 +126,53 @@ class GenerationTask(Task):
     chat_template: bool = False
     max_new_tokens: int = 32
     stop: tuple[str, ...] = ("\n",)
+    #: record after which layer each answer's tokens in the prompt were pruned (needle-type tasks,
+    #: where every answer occurs once in the prompt); needs a tokenizer with offsets, no chat wrapper
+    track_evidence: bool = False
+    #: retrieval answers ("1234567.") run on into text copied from the prompt; compare only the first sentence
+    one_sentence_answer: bool = False
 
     @abstractmethod
     def score(self, prediction: str, sample: Sample) -> dict[str, float]:
-        """Score fields of one answer, each in [0, 1]."""
+        """Score fields of one generated text, each in [0, 1]."""
+
+    def answer(self, prediction: str) -> str:
+        """The part of the generated text that is the answer: its first non-empty line (a small model
+        often starts with a newline, or runs on into a new line of its own), or that line's first
+        sentence where ``one_sentence_answer`` is set."""
+        line = next((line.strip() for line in prediction.splitlines() if line.strip()), "")
+        match = re.match(r".*?[.!?](?=\s|$)", line) if self.one_sentence_answer else None
+        return match.group(0) if match else line
 
     def evaluate(self, pipe: SlimPipeline, sample: Sample) -> Record:
         out = pipe.generate(
             sample.prompt, max_new_tokens=self.max_new_tokens, temperature=0.0,
             stop=list(self.stop), chat_template=self.chat_template,
         )
-        return {
+        record = {
             "prediction": out.text,
             **self.score(out.text, sample),
             "prompt_tokens": out.prompt_tokens,
             "kept_tokens": out.prefill.tokens_per_layer[-1],
             "ttft_s": round(out.ttft_s, 3),
         }
+        if self.track_evidence and not self.chat_template and isinstance(sample.prompt, str):
+            drops = evidence_drops(pipe.tokenizer, sample.prompt, sample.answers, out.prefill.kept_positions)
+            if drops is not None:
+                record["evidence_dropped_after"] = drops
+                record["evidence_kept"] = sum(d is None for d in drops) / len(drops) if drops else 1.0
+        return record
+
+    def settings(self) -> dict[str, Any]:
+        return {"max_new_tokens": self.max_new_tokens, "stop": list(self.stop), "evidence": self.track_evidence}
 
     def compare(self, record: Record, reference: Record) -> Record:
-        """Whether this config gave the same (normalised) answer as the reference config."""
-        same = normalize_answer(record["prediction"]) == normalize_answer(reference["prediction"])
-        return {"same_answer": float(same)}
+        """Agreement with the reference config's answer: identical (normalised), and token F1."""
+        mine, theirs = self.answer(record["prediction"]), self.answer(reference["prediction"])
+        return {"same_answer": float(normalize_answer(mine) == normalize_answer(theirs)),
+                "agreement_f1": token_f1(mine, theirs)}
 
 
 SAME_ANSWER = mean_metric("same_answer", "same answer as the reference config (%)")
+AGREEMENT_F1 = mean_metric("agreement_f1", "token F1 against the reference config's answer (%)")
+EVIDENCE_KEPT = mean_metric("evidence_kept", "answer tokens kept through every layer (%)")

@@ -36,10 +36,13 @@ def token_f1(prediction: str, reference: str) -> float:
     pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
     if not pred or not ref:
         return float(pred == ref)
-    same = sum((Counter(pred) & Counter(ref)).values())
-    if same == 0:
+    return _f1(sum((Counter(pred) & Counter(ref)).values()), len(pred), len(ref))
+
+
+def _f1(overlap: int, n_prediction: int, n_reference: int) -> float:
+    if overlap == 0:
         return 0.0
-    precision, recall = same / len(pred), same / len(ref)
+    precision, recall = overlap / n_prediction, overlap / n_reference
     return 2 * precision * recall / (precision + recall)
 
 
@@ -72,11 +75,7 @@ def rouge_l(prediction: str, reference: str) -> float:
     ref = re.sub(r"[^a-z0-9]+", " ", reference.lower()).split()
     if not pred or not ref:
         return 0.0
-    lcs = _lcs_length(pred, ref)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(pred), lcs / len(ref)
-    return 2 * precision * recall / (precision + recall)
+    return _f1(_lcs_length(pred, ref), len(pred), len(ref))
 
 
 def edit_similarity(a: str, b: str) -> float:

@@ -18,7 +18,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from sliminfer.eval.base import SAME_ANSWER, GenerationTask, Sample, mean_metric, seeded_rng
+from sliminfer.eval.base import (
+    EVIDENCE_KEPT,
+    SAME_ANSWER,
+    GenerationTask,
+    Sample,
+    mean_metric,
+    prompt_length,
+    seeded_rng,
+)
 from sliminfer.eval.fitting import boundary_depth, insertion_index, largest_fitting
 from sliminfer.eval.metrics import values_recalled
 
@@ -39,7 +47,10 @@ def key_words() -> tuple[tuple[str, ...], tuple[str, ...]]:
         return {w.strip() for w in (assets / name).read_text(encoding="utf-8").splitlines() if w.strip()}
 
     banned = read("profanitylist.txt")
-    clean = lambda words: tuple(sorted(w for w in words if w.isalpha() and w.islower() and w not in banned))  # noqa: E731
+
+    def clean(words: set[str]) -> tuple[str, ...]:
+        return tuple(sorted(w for w in words if w.isalpha() and w.islower() and w not in banned))
+
     return clean(read("adjectivelist.txt")), clean(read("nounlist.txt"))
 
 
@@ -73,7 +84,8 @@ class NeedlePrompt:
 class NeedleBuilder:
     """Builds one needle prompt fitted to a token length; every random choice comes from ``rng``."""
 
-    def __init__(self, variant: Variant, value_kind: ValueKind, n_needles: int = 4, chat_template: bool = False) -> None:
+    def __init__(self, variant: Variant, value_kind: ValueKind, n_needles: int = 4,
+                 chat_template: bool = False) -> None:
         self.variant, self.value_kind, self.chat = variant, value_kind, chat_template
         self.n = 1 if variant == "single" else n_needles
         self.kind = "number" if value_kind == "number" else "uuid"
@@ -150,6 +162,8 @@ class NeedleTask(GenerationTask):
 
     rows = ("length",)
     heatmap = ("length", "depth")
+    track_evidence = True
+    one_sentence_answer = True
 
     def __init__(self, variant: Variant = "single", value_kind: ValueKind = "number", lengths: Sequence[int] = (1024,),
                  depths: Sequence[float] = (0.0, 0.5, 1.0), samples: int = 1, seed: int = 0,
@@ -163,7 +177,7 @@ class NeedleTask(GenerationTask):
         restated = 32 if chat_template else 0  # in chat form the model first restates the question
         self.max_new_tokens = restated + (per_value * self.builder.n if variant in ("multivalue", "multiquery")
                                           else per_value)
-        self.metrics = (mean_metric("score", "values recalled (%)"), SAME_ANSWER)
+        self.metrics = (mean_metric("score", "values recalled (%)"), SAME_ANSWER, EVIDENCE_KEPT)
 
     def describe(self) -> str:
         return (f"{self.name}: {self.builder.n} needle(s), {self.builder.value_kind} values, "
@@ -171,7 +185,7 @@ class NeedleTask(GenerationTask):
 
     def samples(self, pipe: SlimPipeline) -> list[Sample]:
         sentences = self._sentences if self._sentences is not None else essay_sentences()
-        count = lambda text: int(pipe.encode(text, self.chat_template).shape[1])  # noqa: E731
+        count = prompt_length(pipe, self.chat_template)
         out = []
         for length in self.lengths:
             for i in range(self.n_samples):

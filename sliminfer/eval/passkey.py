@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from sliminfer.eval.base import SAME_ANSWER, GenerationTask, Sample, mean_metric, seeded_rng
+from sliminfer.eval.base import (
+    EVIDENCE_KEPT,
+    SAME_ANSWER,
+    GenerationTask,
+    Sample,
+    mean_metric,
+    prompt_length,
+    seeded_rng,
+)
 from sliminfer.eval.fitting import largest_fitting
 from sliminfer.eval.metrics import values_recalled
 
@@ -35,19 +43,21 @@ class PasskeyTask(GenerationTask):
 
     name = "passkey"
     heatmap = ("length", "depth")
+    track_evidence = True
+    one_sentence_answer = True
     max_new_tokens = 10
 
     def __init__(self, lengths: Sequence[int] = (1024,), depths: Sequence[float] = (0.0, 0.5, 1.0),
                  samples: int = 1, seed: int = 0, chat_template: bool = False) -> None:
         self.lengths, self.depths, self.n_samples, self.seed = tuple(lengths), tuple(depths), samples, seed
         self.chat_template = chat_template
-        self.metrics = (mean_metric("score", "pass key retrieved (%)"), SAME_ANSWER)
+        self.metrics = (mean_metric("score", "pass key retrieved (%)"), SAME_ANSWER, EVIDENCE_KEPT)
 
     def describe(self) -> str:
         return f"passkey: 5-digit key in repeated filler, chat template {'on' if self.chat_template else 'off'}, greedy"
 
     def samples(self, pipe: SlimPipeline) -> list[Sample]:
-        count = lambda text: int(pipe.encode(text, self.chat_template).shape[1])  # noqa: E731
+        count = prompt_length(pipe, self.chat_template)
         out = []
         for length in self.lengths:
             for i in range(self.n_samples):
@@ -58,7 +68,8 @@ class PasskeyTask(GenerationTask):
                                             count, length, length // 4)
                     before, after = split(total)
                     prompt = passkey_prompt(key, before, after, self.chat_template)
-                    meta = {"length": length, "depth": depth, "depth_actual": round(before / total, 4) if total else 0.0}
+                    actual = round(before / total, 4) if total else 0.0
+                    meta = {"length": length, "depth": depth, "depth_actual": actual}
                     out.append(Sample(f"L{length}-d{depth:.2f}-i{i}", prompt, (key,), meta))
         return out
 

@@ -15,7 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sliminfer.eval.base import SAME_ANSWER, GenerationTask, Sample, mean_metric, seeded_rng
+from sliminfer.eval.base import (
+    AGREEMENT_F1,
+    SAME_ANSWER,
+    GenerationTask,
+    Sample,
+    mean_metric,
+    prompt_length,
+    seeded_rng,
+)
 from sliminfer.eval.fitting import largest_fitting
 from sliminfer.eval.metrics import best_over, exact_match, token_f1
 
@@ -80,22 +88,25 @@ class PassageQATask(GenerationTask):
     """Shared logic: pick questions, pad with other items' passages to each length, score F1/EM."""
 
     max_new_tokens = 24
+    stop = ()  # SmolLM2 often opens with a newline; the answer is the first non-empty line
 
     def __init__(self, lengths: Sequence[int] = (1024,), samples: int = 4, seed: int = 0,
-                 chat_template: bool = False, items: Sequence[QAItem] | None = None) -> None:
+                 chat_template: bool = True, items: Sequence[QAItem] | None = None) -> None:
         self.lengths, self.n_samples, self.seed, self.chat_template = tuple(lengths), samples, seed, chat_template
         self._items = items
-        self.metrics = (mean_metric("f1", "token F1 (%)"), mean_metric("em", "exact match (%)"), SAME_ANSWER)
+        self.metrics = (mean_metric("f1", "token F1 (%)"), mean_metric("em", "exact match (%)"), SAME_ANSWER,
+                        AGREEMENT_F1)
 
     def describe(self) -> str:
-        return f"{self.name}: token F1 / EM (SQuAD normalisation), chat template {'on' if self.chat_template else 'off'}"
+        chat = "on" if self.chat_template else "off"
+        return f"{self.name}: token F1 / EM (SQuAD normalisation), chat template {chat}, greedy"
 
     def all_items(self) -> Sequence[QAItem]:
         raise NotImplementedError
 
     def samples(self, pipe: SlimPipeline) -> list[Sample]:
         items = self._items if self._items is not None else self.all_items()
-        count = lambda text: int(pipe.encode(text, self.chat_template).shape[1])  # noqa: E731
+        count = prompt_length(pipe, self.chat_template)
         picks = seeded_rng(self.seed, self.name).sample(range(len(items)), min(self.n_samples, len(items)))
         out = []
         for i, index in enumerate(picks):  # the same question at every length
@@ -132,8 +143,8 @@ class PassageQATask(GenerationTask):
         return out
 
     def score(self, prediction: str, sample: Sample) -> dict[str, float]:
-        return {"f1": best_over(token_f1, prediction, sample.answers),
-                "em": best_over(exact_match, prediction, sample.answers)}
+        answer = self.answer(prediction)
+        return {"f1": best_over(token_f1, answer, sample.answers), "em": best_over(exact_match, answer, sample.answers)}
 
 
 class HotpotQATask(PassageQATask):

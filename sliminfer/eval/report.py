@@ -91,7 +91,35 @@ def markdown(task: Task, records: Sequence[Record], configs: Sequence[EvalConfig
         main = task.metrics[0]
         for name in names:
             parts += ["", f"## {main.label}: `{name}`", "", grid_table(task, main, per_config.get(name, []))]
+    differences = difference_table(task, records, names)
+    if differences:
+        parts += ["", "## Samples where a config scores differently from the reference", "", differences]
     return "\n".join(parts) + "\n"
+
+
+def difference_table(task: Task, records: Sequence[Record], names: Sequence[str], limit: int = 40) -> str:
+    """Per-sample rows where a config's main score differs from the reference's, with its answer and
+    the layer after which the answer's prompt tokens were pruned (where tracked)."""
+    field = task.metrics[0].name
+    reference = {r["sample_id"]: r for r in records if r["config"] == names[0]}
+    rows = []
+    for r in records:
+        ref = reference.get(r["sample_id"])
+        if r["config"] == names[0] or ref is None or "prediction" not in r or r.get(field) == ref.get(field):
+            continue
+        cells = [r["config"], r["key"], f"{100 * ref[field]:.0f}", f"{100 * r[field]:.0f}",
+                 _quote(ref["prediction"]), _quote(r["prediction"]), str(r.get("evidence_dropped_after", "-"))]
+        rows.append("| " + " | ".join(cells) + " |")
+    if not rows:
+        return ""
+    head = ["config", "sample", f"reference {field}", field, "reference answer", "answer", "evidence pruned after layer"]
+    more = [f"\n({len(rows) - limit} more rows in the jsonl)"] if len(rows) > limit else []
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows[:limit], *more])
+
+
+def _quote(text: str, width: int = 60) -> str:
+    text = " ".join(text.split()).replace("|", "\\|")
+    return f"`{text[:width]}`" if text else "(empty)"
 
 
 def plots(task: Task, records: Sequence[Record], names: Sequence[str], out_dir: Path) -> list[Path]:
@@ -131,6 +159,9 @@ def plots(task: Task, records: Sequence[Record], names: Sequence[str], out_dir: 
                 xs = list(rows)
                 ax.plot([x[0] for x in xs], [metric.aggregate(rows[x][name]) for x in xs], marker="o", label=name)
             ax.set_xscale("log", base=2)
+            lengths = sorted({r["length"] for r in records})
+            ax.set_xticks(lengths, [str(x) for x in lengths])
+            ax.minorticks_off()
             ax.set_xlabel("context length (tokens)")
             ax.set_title(metric.label, fontsize=8)
         axes[0][0].legend(fontsize=8)

@@ -4,8 +4,9 @@ Why this shape: comparisons are only fair on identical prompts, so samples are b
 seeds) and every config answers each of them before the next sample starts; an interrupted run
 therefore leaves comparable partial results. Each finished (config, sample) pair is appended to
 ``<out>/<task>.jsonl`` at once and skipped by the next run. A record is keyed by config name, a
-digest of the config's content (editing a YAML re-runs it) and the sample id (which digests the
-prompt, so a changed generator never reuses stale answers).
+digest of the config's content (editing a YAML re-runs it), a digest of the task's settings (answer
+length, stop strings) and the sample id (which digests the prompt, so a changed generator never
+reuses stale answers).
 """
 
 from __future__ import annotations
@@ -103,21 +104,23 @@ def run_task(task: Task, configs: Sequence[EvalConfig], pipes: Sequence[SlimPipe
     if path.is_file() and path.read_bytes()[-1:] not in (b"", b"\n"):
         with path.open("a", encoding="utf-8") as fh:  # end a torn line so appends stay parseable
             fh.write("\n")
-    done = {(r["config"], r["config_digest"], r["sample_id"]) for r in records}
+    current = [r for r in records if r.get("task_digest") == task.digest]
+    done = {(r["config"], r["config_digest"], r["sample_id"]) for r in current}
     samples = task.samples(pipes[0])
     todo = [(s, c, p) for s in samples for c, p in zip(configs, pipes) if (c.name, c.digest, s.id) not in done]
     with path.open("a", encoding="utf-8") as fh, tqdm(total=len(todo), desc=task.name, disable=not progress) as bar:
         for sample, config, pipe in todo:
             bar.set_postfix_str(f"{config.name} {sample.key}", refresh=False)
-            record = {"config": config.name, "config_digest": config.digest, "sample_id": sample.id,
-                      "key": sample.key, **sample.meta, "answers": list(sample.answers), **task.evaluate(pipe, sample)}
+            record = {"config": config.name, "config_digest": config.digest, "task_digest": task.digest,
+                      "sample_id": sample.id, "key": sample.key, **sample.meta, "answers": list(sample.answers),
+                      **task.evaluate(pipe, sample)}
             fh.write(json.dumps(record) + "\n")
             fh.flush()
-            records.append(record)
+            current.append(record)
             bar.update()
     wanted = {(c.name, c.digest) for c in configs}
     ids = {s.id for s in samples}
-    latest = {(r["config"], r["sample_id"]): r for r in records
+    latest = {(r["config"], r["sample_id"]): r for r in current
               if (r["config"], r["config_digest"]) in wanted and r["sample_id"] in ids}
     reference = configs[0].name
     for (name, sample_id), record in latest.items():

@@ -101,6 +101,54 @@ class ModelAdapter:
         )
         return hidden + attn_out
 
+    def attention_block_observed(
+        self,
+        layer: int,
+        hidden: torch.Tensor,
+        position_embeddings: PositionEmbeddings,
+        attention_mask: torch.Tensor | None,
+        cache: KVCacheManager,
+    ) -> torch.Tensor:
+        """:meth:`attention_block` for a cache that selects KV by the current queries: the layer's
+        queries, as the attention uses them (after any q norm and RoPE), go to
+        ``cache.observe_query(layer, q)`` before the cache update and the attention.
+
+        The same modules and attention function as the layer's own forward, in the same order, with the
+        projections run once (recomputing the queries with :meth:`window_queries` would cost a second
+        q_proj per layer and step).
+        """
+        parts, attention = self._observed_attention()
+        attn = self.layers[layer].self_attn
+        q, k, v = parts.qkv(layer, hidden, position_embeddings)
+        cache.observe_query(layer, q)
+        k, v = cache.update(k, v, layer)
+        extra = {"sliding_window": attn.sliding_window} if hasattr(attn, "sliding_window") else {}
+        out, _ = attention(attn, q, k, v, attention_mask, dropout=0.0, scaling=attn.scaling, **extra)
+        out = out.reshape(*hidden.shape[:-1], -1).contiguous()
+        return parts.output(layer, hidden, out)
+
+    def _observed_attention(self) -> tuple[Any, Any]:
+        """(bound decode parts, the attention function the layer's module would call), looked up once
+        per attention implementation (this runs for every layer of every decode step)."""
+        impl = self.attention_implementation
+        cached = self.__dict__.get("_observed_attention_cache")
+        if cached is None or cached[0] != impl:
+            from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+            from sliminfer.models.decode_parts import bind_decode_parts
+
+            attn = self.layers[0].self_attn
+            eager = sys.modules[type(attn).__module__].eager_attention_forward
+            if impl == "eager":
+                function = eager
+            elif hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):
+                function = ALL_ATTENTION_FUNCTIONS.get_interface(impl, eager)
+            else:
+                function = ALL_ATTENTION_FUNCTIONS[impl]
+            cached = (impl, bind_decode_parts(self), function)
+            self.__dict__["_observed_attention_cache"] = cached
+        return cached[1], cached[2]
+
     def mlp_block(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
         block = self.layers[layer]
         return hidden + block.mlp(block.post_attention_layernorm(hidden))
