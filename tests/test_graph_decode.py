@@ -11,7 +11,7 @@ import pytest
 import torch
 from tiny_models import ARCHS, tiny_model
 
-from sliminfer import InputError, SlimPipeline
+from sliminfer import ConfigError, InputError, SlimPipeline
 from sliminfer.core.graph_decode import StaticDecoder, fast_generate
 
 PRUNED = {
@@ -162,3 +162,15 @@ def test_steps_past_the_buffers_are_refused_on_the_host() -> None:
                           device=torch.device("cpu"))
     with pytest.raises(InputError, match="load a prefill first"):
         fresh.decode(1)
+
+
+def test_pipeline_generate_fast_equals_generate() -> None:
+    pipe = _pipe("llama", pruned=True)
+    ids = _ids(280, seed=4)
+    slow = pipe.generate(ids, max_new_tokens=20)
+    fast = pipe.generate(ids, max_new_tokens=20, fast=True)
+    again = pipe.generate(ids, max_new_tokens=20, fast=True)  # reuses the decoder
+    assert fast.token_ids == slow.token_ids == again.token_ids
+    assert fast.prefill.tokens_per_layer == slow.prefill.tokens_per_layer
+    with pytest.raises(ConfigError, match="greedy"):
+        pipe.generate(ids, max_new_tokens=4, temperature=0.7, fast=True)

@@ -23,6 +23,7 @@ from sliminfer.bench.report import plot, summary, write_json
 from sliminfer.bench.run import load_bench_pipeline, run_bench
 from sliminfer.bench.shapes import shape_names
 from sliminfer.core.config import load_config
+from sliminfer.core.graph_decode import ATTENTION_CHOICES
 from sliminfer.core.errors import ConfigError
 
 
@@ -41,9 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--modes", default=",".join(MODES), type=_choices(MODES), help="stock and/or sliminfer")
     parser.add_argument("--decode", default=",".join(DECODERS), type=_choices(DECODERS),
                         help="sliminfer end-to-end decode paths: eager and/or graph")
-    parser.add_argument("--graph-attention", default="auto", choices=("auto", "sdpa", "flash"),
-                        help="attention kernel of the graph decode")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the graph decode's step")
+    parser.add_argument("--graph-attention", default="auto", choices=ATTENTION_CHOICES,
+                        help="attention kernel of the graph decode (auto: split-KV + compile on CUDA)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the graph decode's step (default: on for CUDA)")
     parser.add_argument("--no-ttft", action="store_true", help="skip the separate TTFT measurements")
     parser.add_argument("--bandwidth", type=float, default=H100_SXM_BANDWIDTH,
                         help="memory bandwidth in bytes/s for the decode floor (default: H100 SXM)")
@@ -85,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--prompt-lengths", "", "give at least one prompt length")
     config = load_config(config_source, overrides)
     pipe, info = load_bench_pipeline(config, args.shape, args.seed)
-    graph_options = {"attention": args.graph_attention, **({"compile": True} if args.compile else {})}
+    graph_options = {"attention": args.graph_attention, "compile": args.compile}
     settings = GridSettings(
         prompt_lengths=args.prompt_lengths, output_lengths=args.output_lengths, repeats=args.repeats,
         warmup=args.warmup, modes=args.modes, decoders=args.decode, measure_ttft=not args.no_ttft,

@@ -16,7 +16,7 @@ from sliminfer.core import events
 from pydantic import ValidationError
 
 from sliminfer.core.config import GenerationSection, SlimConfig, config_error_from_validation, load_config
-from sliminfer.core.errors import InputError
+from sliminfer.core.errors import ConfigError, InputError
 from sliminfer.core.forward import StagedForward
 from sliminfer.core.registry import Registry, get_registry
 from sliminfer.core.results import GenerationResult, PrefillResult
@@ -50,6 +50,7 @@ class SlimPipeline:
         self._cache_entry = self.registry.get("cache", self.config.cache.name, "cache.name")
         self._cache_options = self.registry.options("cache", self.config.cache, "cache")
         self._observe_decode = self.registry.has_observers("sliminfer_decode_step")
+        self._static_decoder: Any = None  # the fast decode's buffers and graph, kept for the next call
 
     # construction ------------------------------------------------------------------------------
     @classmethod
@@ -139,8 +140,15 @@ class SlimPipeline:
         seed: int | None = None,
         stop: Sequence[str] | None = None,
         chat_template: bool | None = None,
+        fast: bool = False,
     ) -> GenerationResult:
-        """Prefill, then decode until EOS, a stop string or ``max_new_tokens``."""
+        """Prefill, then decode until EOS, a stop string or ``max_new_tokens``.
+
+        ``fast=True`` decodes with static buffers, replayed as a CUDA graph on GPUs (split-KV attention
+        and torch.compile; see :mod:`sliminfer.core.graph_decode`): greedy only, no stop strings, and
+        decode-step observers are not called. It runs all ``max_new_tokens`` steps on the device and
+        cuts the text at EOS afterwards.
+        """
         updates = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                        seed=seed, stop=list(stop) if stop is not None else None)
         try:  # per-call values obey the same bounds as the YAML ones
@@ -150,7 +158,21 @@ class SlimPipeline:
         except ValidationError as exc:
             raise config_error_from_validation(exc, prefix="generation", model=GenerationSection) from None
         ids = self.encode(prompt_or_ids, chat_template)
+        if fast:
+            if gen.temperature > 0 or gen.stop:
+                raise ConfigError("generate.fast", True, "the fast decode is greedy only and takes no stop strings; "
+                                  "use temperature=0 and no stop, or fast=False")
+            return self._oom_guarded(lambda: self._generate_fast(ids, gen.max_new_tokens), "generate", ids)
         return self._oom_guarded(lambda: self._generate(ids, gen), "generate", ids)
+
+    def _generate_fast(self, ids: torch.Tensor, max_new_tokens: int) -> GenerationResult:
+        from sliminfer.core.graph_decode import fast_generate
+
+        out = fast_generate(self, ids, max_new_tokens, decoder=self._static_decoder)
+        self._static_decoder = out.decoder  # reused (graph included) while later prompts fit
+        return GenerationResult(token_ids=out.token_ids, text=out.text, prompt_tokens=out.prompt_tokens,
+                                ttft_s=out.ttft_s, decode_s_per_token=out.decode_s_per_token, total_s=out.total_s,
+                                prefill=out.prefill, stopped_by=out.stopped_by)
 
     def _generate(self, ids: torch.Tensor, gen: GenerationSection) -> GenerationResult:
         generator = None
