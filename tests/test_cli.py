@@ -28,6 +28,16 @@ def test_plugins_lists_builtins_and_fields(capsys) -> None:
     assert "budgets:" in out
 
 
+def test_plugins_lists_the_installed_example_plugin(capsys) -> None:
+    pytest.importorskip("sliminfer_plugin_example")
+    from sliminfer.core.registry import reset_registry
+
+    reset_registry()
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "key_norm" in out and "[from example]" in out
+
+
 def test_run_with_missing_prompt_file(tmp_path, capsys) -> None:
     assert main(["run", "origin", "--prompt-file", str(tmp_path / "nope.txt")]) == 2
     assert "nope.txt" in capsys.readouterr().err

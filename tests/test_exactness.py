@@ -74,3 +74,29 @@ def test_smollm2_chat_answer(smollm2) -> None:
     out = pipe.generate("What is the capital of France?", max_new_tokens=16)
     assert "Paris" in out.text
     assert out.stopped_by in ("eos", "max_new_tokens")
+
+
+@pytest.mark.real_weights
+def test_qwen2_holding_smollm2_weights_gives_the_llama_logits(smollm2, essay_ids) -> None:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    llama, _ = smollm2
+    cfg = llama.config
+    qwen_cfg = Qwen2Config(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads, max_position_embeddings=cfg.max_position_embeddings,
+        rope_theta=cfg.rope_parameters["rope_theta"] if getattr(cfg, "rope_parameters", None) else cfg.rope_theta,
+        rms_norm_eps=cfg.rms_norm_eps, tie_word_embeddings=True, use_sliding_window=False,
+    )
+    qwen = Qwen2ForCausalLM(qwen_cfg).eval()
+    state = llama.state_dict()
+    with torch.no_grad():
+        for name, p in qwen.named_parameters():
+            p.copy_(state[name] if name in state else torch.zeros_like(p))  # q/k/v biases: zero
+    qwen.config._attn_implementation = "sdpa"
+    ids = essay_ids[:, :1000]
+    a = SlimPipeline.from_pretrained(llama).prefill(ids).logits
+    b = SlimPipeline.from_pretrained(qwen).prefill(ids).logits
+    assert (a - b).abs().max().item() <= 1e-5
+    assert torch.equal(a.argmax(-1), b.argmax(-1))

@@ -466,3 +466,15 @@ def test_oom_becomes_a_clear_error_naming_the_cap(monkeypatch) -> None:
     offload = memory.describe_oom("CUDA out of memory.", "cuda:0", phase="decode", cache_name="offload", pruning=True)
     assert "decode_budget" in str(offload) and "enable pruning" not in str(offload)
     assert memory.call_with_oom_message(lambda: 3) == 3
+
+
+def test_oom_message_names_a_cap_that_torch_reports_in_its_message() -> None:
+    from sliminfer.cache.memory import describe_oom
+
+    torch_message = ("CUDA out of memory. Tried to allocate 1.75 GiB. GPU 0 has a total capacity of 79.19 GiB of "
+                     "which 50.12 GiB is free. Of the allocated memory 22.94 GiB is allocated by PyTorch, with "
+                     "24.00 GiB allowed, and 0.23 GiB is reserved by PyTorch but unallocated.")
+    err = describe_oom(torch_message, "cpu", phase="prefill", prompt_tokens=65536, cache_name="gpu", pruning=True)
+    text = str(err)
+    assert "24.00 GiB" in text and "cap" in text and "65536-token prompt" in text
+    assert "offload" in text and "tried to allocate 1.75 GiB" in text

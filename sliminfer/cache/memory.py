@@ -63,6 +63,9 @@ def describe_oom(
     cap = total = None
     where = "the GPU"
     limit = ""
+    # torch's own message says "... with 24.00 GiB allowed" when a per-process cap is set; torch builds
+    # without get_per_process_memory_fraction (2.11) leave that as the only way to see the cap
+    allowed = re.search(r"([0-9.]+ [KMGT]i?B) allowed", torch_message)
     try:
         cap, total, fraction = memory_cap(device)
         dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
@@ -70,12 +73,16 @@ def describe_oom(
         if fraction < 0.999:
             limit = (f"this process may use {cap / GiB:.1f} GiB of the GPU's {total / GiB:.1f} GiB (capped with "
                      f"torch.cuda.set_per_process_memory_fraction({fraction:.3f}))")
+        elif allowed:
+            limit = (f"this process may use {allowed.group(1)} of the GPU's {total / GiB:.1f} GiB (a per-process "
+                     "cap, torch.cuda.set_per_process_memory_fraction)")
         else:
             limit = f"this process may use the whole GPU: {total / GiB:.1f} GiB (no per-process cap)"
         in_use = torch.cuda.memory_allocated(dev)
         limit += f"; {in_use / GiB:.1f} GiB were allocated at the failure"
     except Exception:  # noqa: BLE001 - describing must never fail
-        pass
+        if allowed and not limit:
+            limit = f"this process may use {allowed.group(1)} of the GPU (a per-process cap)"
     tried = re.search(r"Tried to allocate ([0-9.]+ [KMGT]i?B)", torch_message)
     prompt = f" with a {prompt_tokens}-token prompt" if prompt_tokens is not None else ""
     parts = [f"{phase}: out of GPU memory on {where}{prompt}"]

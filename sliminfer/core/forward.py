@@ -11,6 +11,7 @@ the cache manager, so a layer holds exactly the tokens it saw.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import torch
@@ -48,6 +49,18 @@ class StagedForward:
         self.observe_prefill = registry.has_observers("sliminfer_prefill_start") or registry.has_observers(
             "sliminfer_prefill_end"
         )
+        # tensor parallelism: the scorer's head-means span all ranks, and the first rank's block scores decide
+        self.head_shards = getattr(adapter, "head_shards", None)
+        if self.head_shards is not None and scorer is not None:
+            scorer.head_shards = self.head_shards
+            if not scorer.combines_heads:
+                warnings.warn(
+                    f"{type(scorer).__name__} does not combine its head-mean across tensor-parallel ranks "
+                    "(Scorer.mean_over_heads); its blocks are chosen from the first rank's heads only",
+                    stacklevel=2,
+                )
+        # device_map placements over several devices: the hidden state follows each layer's device
+        self.layer_devices = getattr(adapter, "layer_devices", None)
 
     @property
     def pruning(self) -> bool:
@@ -85,7 +98,12 @@ class StagedForward:
         cos, sin = adapter.rotary(hidden, positions[None])
         mask = adapter.causal_mask(n_prompt, hidden)
         kept: list[torch.Tensor] = []
+        devices = self.layer_devices
         for layer in range(adapter.num_layers):
+            if devices is not None and devices[layer] is not None and hidden.device != devices[layer]:
+                to = devices[layer]
+                hidden, positions, cos, sin = hidden.to(to), positions.to(to), cos.to(to), sin.to(to)
+                mask = mask.to(to) if mask is not None else None
             kept.append(positions)
             budget = self.schedule.budget(layer, positions.numel()) if self.pruning else None
             keep_blocks = blocks_to_keep(positions.numel(), self.scorer.block_size, budget) if budget else None
@@ -102,7 +120,7 @@ class StagedForward:
             if self.prune_after_attention:
                 hidden = adapter.mlp_block(layer, hidden)
         logits = adapter.logits(hidden[:, -1:])[:, -1]
-        ttft = now(device) - start
+        ttft = now(logits.device) - start
         per_token = 2 * adapter.num_kv_heads * adapter.head_dim * hidden.element_size() * hidden.shape[0]
         result = PrefillResult(
             logits=logits,
@@ -135,6 +153,8 @@ class StagedForward:
         queries = self.adapter.window_queries(layer, window_in, window_pe)
         keys = cache.layer_keys(layer)[:, :, : n_full * size]
         scores = self.scorer.score_blocks(queries, keys)[0]
+        if self.head_shards is not None:  # every rank must keep the same blocks
+            scores = self.head_shards.broadcast(scores)
         idx = select_kept_indices(scores, n, size, keep_blocks)
         if self.observe_prune:
             self.hook.sliminfer_prune(
@@ -152,13 +172,29 @@ class StagedForward:
         if getattr(cache, "wants_queries", False):  # a manager that picks KV by the current queries (offload)
             query_layers = cache.query_layers
             for layer in range(adapter.num_layers):
+                hidden, pe = self._to_layer_device(layer, hidden, pe)
                 if layer in query_layers:  # hands the queries to cache.observe_query before the attention
                     hidden = adapter.attention_block_observed(layer, hidden, pe, None, cache)
                 else:
                     hidden = adapter.attention_block(layer, hidden, pe, None, cache)
                 hidden = adapter.mlp_block(layer, hidden)
             return adapter.logits(hidden)[:, -1]
+        if self.layer_devices is not None:
+            for layer in range(adapter.num_layers):
+                hidden, pe = self._to_layer_device(layer, hidden, pe)
+                hidden = adapter.attention_block(layer, hidden, pe, None, cache)
+                hidden = adapter.mlp_block(layer, hidden)
+            return adapter.logits(hidden)[:, -1]
         for layer in range(adapter.num_layers):
             hidden = adapter.attention_block(layer, hidden, pe, None, cache)
             hidden = adapter.mlp_block(layer, hidden)
         return adapter.logits(hidden)[:, -1]
+
+    def _to_layer_device(
+        self, layer: int, hidden: torch.Tensor, pe: PositionEmbeddings
+    ) -> tuple[torch.Tensor, PositionEmbeddings]:
+        """``hidden`` and the rotary (cos, sin) on ``layer``'s device (layers spread by ``device_map``)."""
+        to = self.layer_devices[layer] if self.layer_devices is not None else None
+        if to is None or hidden.device == to:
+            return hidden, pe
+        return hidden.to(to), (pe[0].to(to), pe[1].to(to))

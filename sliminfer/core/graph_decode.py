@@ -143,6 +143,9 @@ class StaticDecoder:
         self.use_graph = self.device.type == "cuda" if graph is None else bool(graph)
         if self.use_graph and self.device.type != "cuda":
             raise InputError("graph: CUDA graphs need a CUDA device")
+        if getattr(adapter, "head_shards", None) is not None and (self.use_graph or compile):
+            raise InputError("graph/compile: the static decoder under tensor parallelism is not verified yet; "
+                             "pass graph=False, compile=False (or decode with SlimPipeline.generate)")
         self.compiled = compile
         self.graph: torch.cuda.CUDAGraph | None = None
         self.graph_error: str | None = None
@@ -150,7 +153,7 @@ class StaticDecoder:
         self._steps_done: int | None = None  # decode steps since the last load (None: nothing loaded)
         self._parts = bind_decode_parts(adapter)
         self._scales = [self._parts.scale(i) for i in range(adapter.num_layers)]
-        self._q_heads = int(adapter.config.num_attention_heads)
+        self._q_heads = adapter.num_q_heads
         self._flash = _flash_op() if attention == "flash" else None
         with torch.inference_mode():
             self._allocate()

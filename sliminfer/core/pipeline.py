@@ -178,7 +178,12 @@ class SlimPipeline:
         generator = None
         if gen.temperature > 0:
             generator = torch.Generator(device=self.device)
-            generator.manual_seed(gen.seed if gen.seed is not None else torch.seed())
+            seed = gen.seed
+            if seed is None:
+                seed = torch.seed()
+                if self.adapter.head_shards is not None:  # tensor-parallel ranks must sample the same tokens
+                    seed = self.adapter.head_shards.broadcast_int(seed % (1 << 62), self.device)
+            generator.manual_seed(seed)
         eos = self._eos_ids()
         device = self.device
         start = now(device)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from sliminfer.core.errors import UnsupportedModelError
+from sliminfer.models.sharding import HeadShards, find_head_shards
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -36,6 +37,23 @@ class ModelAdapter:
         self.layers = self.base.layers
         self.check_supported()
         self._rope = sys.modules[type(self.layers[0].self_attn).__module__].apply_rotary_pos_emb
+        #: this process's attention heads when transformers' tensor parallelism has sharded them, else None
+        self.head_shards: HeadShards | None = find_head_shards(
+            self.layers[0].self_attn, int(self.config.num_attention_heads), int(self.config.num_key_value_heads)
+        )
+        #: each layer's device when ``device_map`` spreads the layers over several devices, else None
+        self.layer_devices: list[torch.device | None] | None = self._layer_devices()
+
+    def _layer_devices(self) -> list[torch.device | None] | None:
+        """Each decoder layer's device (None for one offloaded to the meta device), or None unless
+        accelerate's ``device_map`` put the layers on more than one device."""
+        if len(set(map(str, (getattr(self.model, "hf_device_map", None) or {}).values()))) <= 1:
+            return None
+        devices = []
+        for block in self.layers:
+            param = next(block.parameters(), None)
+            devices.append(param.device if param is not None and param.device.type != "meta" else None)
+        return devices if len({d for d in devices if d is not None}) > 1 else None
 
     def check_supported(self) -> None:
         """Refuse configurations the pipeline would run wrongly (raise UnsupportedModelError)."""
@@ -58,7 +76,17 @@ class ModelAdapter:
 
     @property
     def num_kv_heads(self) -> int:
+        """KV heads this process holds (all of them unless tensor parallelism shards them)."""
+        if self.head_shards is not None:
+            return self.head_shards.local_kv_heads
         return int(self.config.num_key_value_heads)
+
+    @property
+    def num_q_heads(self) -> int:
+        """Query heads this process holds (all of them unless tensor parallelism shards them)."""
+        if self.head_shards is not None:
+            return self.head_shards.local_q_heads
+        return int(self.config.num_attention_heads)
 
     @property
     def head_dim(self) -> int:
@@ -168,4 +196,6 @@ class ModelAdapter:
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm and LM head of the given tokens: ``[b, n, vocab]``."""
+        if self.layer_devices is not None:  # the last layer's device need not be the norm's
+            hidden = hidden.to(self.base.norm.weight.device)
         return self.model.lm_head(self.base.norm(hidden))

@@ -23,6 +23,7 @@ class AttentionUnitScorer(Scorer):
 
     Config = TokenUnitConfig
     config: TokenUnitConfig
+    combines_heads = True
 
     def score_blocks(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         batch, q_heads, window, head_dim = queries.shape
@@ -30,7 +31,7 @@ class AttentionUnitScorer(Scorer):
         group = q_heads // kv_heads
         q = queries.float().reshape(batch, kv_heads, group * window, head_dim)
         logits = torch.einsum("bgqd,bgkd->bgqk", q, keys.float()) / math.sqrt(head_dim)
-        mass = logits.softmax(dim=-1).mean(dim=(1, 2))  # [b, tokens]
+        mass = self.mean_over_heads(logits.softmax(dim=-1), dim=(1, 2))  # [b, tokens], all query heads
         unit = self.config.unit_size
         units = mass.reshape(batch, n_tokens // unit, unit).sum(dim=-1)
         return units.reshape(batch, -1, self.block_size // unit).amax(dim=-1)

@@ -7,12 +7,16 @@ in through ``sliminfer_register`` (see :mod:`sliminfer.core.registry`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from sliminfer.core.errors import ConfigError
 from sliminfer.core.registry import Strategy
+
+if TYPE_CHECKING:
+    from sliminfer.models.sharding import HeadShards
 
 
 class ScorerConfig(BaseModel):
@@ -29,6 +33,19 @@ class Scorer(Strategy, ABC):
 
     Config = ScorerConfig
     config: ScorerConfig
+
+    #: True when :meth:`score_blocks` takes its mean over query heads with :meth:`mean_over_heads`, so its
+    #: scores under tensor parallelism equal those of one process. Under tensor parallelism a scorer that
+    #: does not is run on each rank's own heads and the first rank's scores decide (the pipeline warns).
+    combines_heads: ClassVar[bool] = False
+    #: set by the pipeline when tensor parallelism shards the heads (None: this process holds them all)
+    head_shards: HeadShards | None = None
+
+    def mean_over_heads(self, values: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
+        """``values.mean(dim)`` where ``dim`` spans the query heads (and anything of equal size on every
+        rank, such as the window queries): under tensor parallelism, the mean over all ranks' heads."""
+        local = values.mean(dim=dim)
+        return local if self.head_shards is None else self.head_shards.head_mean(local)
 
     @property
     def block_size(self) -> int:

@@ -32,6 +32,7 @@ class TokenUnitScorer(Scorer):
 
     Config = TokenUnitConfig
     config: TokenUnitConfig
+    combines_heads = True
 
     def score_blocks(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         batch, q_heads, _, head_dim = queries.shape
@@ -42,5 +43,5 @@ class TokenUnitScorer(Scorer):
         k_units = keys.float().reshape(batch, kv_heads, n_tokens // unit, unit, head_dim).mean(dim=3)
         q = q.reshape(batch, kv_heads, q_heads // kv_heads, head_dim)  # query heads grouped by KV head
         dots = torch.einsum("bgrd,bgud->bgru", q, k_units).abs()  # [b, Hkv, group, units]
-        unit_scores = dots.mean(dim=(1, 2))  # mean over all query heads
+        unit_scores = self.mean_over_heads(dots, dim=(1, 2))  # mean over all query heads
         return unit_scores.reshape(batch, -1, units_per_block).amax(dim=-1)
