@@ -169,24 +169,16 @@ class StagedForward:
         hidden = adapter.embed(token)
         pos = torch.full((1, 1), position, dtype=torch.long, device=token.device)
         pe = adapter.rotary(hidden, pos)
-        if getattr(cache, "wants_queries", False):  # a manager that picks KV by the current queries (offload)
-            query_layers = cache.query_layers
-            for layer in range(adapter.num_layers):
-                hidden, pe = self._to_layer_device(layer, hidden, pe)
-                if layer in query_layers:  # hands the queries to cache.observe_query before the attention
-                    hidden = adapter.attention_block_observed(layer, hidden, pe, None, cache)
-                else:
-                    hidden = adapter.attention_block(layer, hidden, pe, None, cache)
-                hidden = adapter.mlp_block(layer, hidden)
-            return adapter.logits(hidden)[:, -1]
-        if self.layer_devices is not None:
-            for layer in range(adapter.num_layers):
-                hidden, pe = self._to_layer_device(layer, hidden, pe)
-                hidden = adapter.attention_block(layer, hidden, pe, None, cache)
-                hidden = adapter.mlp_block(layer, hidden)
-            return adapter.logits(hidden)[:, -1]
+        # a manager that picks KV by the current queries (offload) receives them before the attention
+        query_layers = cache.query_layers if getattr(cache, "wants_queries", False) else ()
+        spread = self.layer_devices is not None
         for layer in range(adapter.num_layers):
-            hidden = adapter.attention_block(layer, hidden, pe, None, cache)
+            if spread:
+                hidden, pe = self._to_layer_device(layer, hidden, pe)
+            if layer in query_layers:
+                hidden = adapter.attention_block_observed(layer, hidden, pe, None, cache)
+            else:
+                hidden = adapter.attention_block(layer, hidden, pe, None, cache)
             hidden = adapter.mlp_block(layer, hidden)
         return adapter.logits(hidden)[:, -1]
 
