@@ -174,3 +174,19 @@ def test_pipeline_generate_fast_equals_generate() -> None:
     assert fast.prefill.tokens_per_layer == slow.prefill.tokens_per_layer
     with pytest.raises(ConfigError, match="greedy"):
         pipe.generate(ids, max_new_tokens=4, temperature=0.7, fast=True)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fused_projections_share_storage_and_change_nothing(arch: str) -> None:
+    from sliminfer.models.decode_parts import fuse_projections
+
+    pipe = _pipe(arch, pruned=False)
+    ids = _ids(120, seed=3)
+    before = pipe.prefill(ids).logits
+    params = sum(p.numel() for p in pipe.model.parameters())
+    assert fuse_projections(pipe.adapter) and fuse_projections(pipe.adapter)  # idempotent
+    attn = pipe.adapter.layers[0].self_attn
+    w_qkv = pipe.adapter._fused[0][0]
+    assert attn.k_proj.weight.data_ptr() == w_qkv[attn.q_proj.weight.shape[0]:].data_ptr()
+    assert sum(p.numel() for p in pipe.model.parameters()) == params
+    assert torch.equal(pipe.prefill(ids).logits, before)

@@ -247,6 +247,8 @@ def decode_variants(pipe: SlimPipeline, p: dict[str, Any], stages: Stages) -> di
     if flash_decode_available(device, p["dtype"]):
         variants += [("flash", {"attention": "flash"}), ("flash+compile", {"attention": "flash", "compile": True})]
     variants.append(("sdpa", {"attention": "sdpa"}))
+    if p.get("only_variants"):
+        variants = [v for v in variants if v[0] in p["only_variants"]]
     out: dict[str, Any] = {}
     for label, options in variants:
         if options.get("compile") and stages.left() < 200:  # keep time for the Qwen grid after this stage
@@ -297,8 +299,10 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=540.0, help="seconds for the whole run (stages check it)")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU: check the code path only")
     parser.add_argument("--skip", default="", help="comma list of stage numbers to skip, e.g. 4,5")
+    parser.add_argument("--variants", default="", help="stage 4 only: comma list, e.g. split+compile,flash")
     args = parser.parse_args()
     p = profile(args.smoke)
+    p["only_variants"] = set(filter(None, args.variants.split(",")))
     skip = set(filter(None, args.skip.split(",")))
     if p["device"] == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: use --smoke for a CPU run")

@@ -34,7 +34,7 @@ from sliminfer.cache.base import NoOptions
 from sliminfer.cache.gpu_resident import GPUResidentCache
 from sliminfer.core.errors import InputError
 from sliminfer.core.timing import now
-from sliminfer.models.decode_parts import bind_decode_parts
+from sliminfer.models.decode_parts import bind_decode_parts, fuse_projections
 
 if TYPE_CHECKING:
     from sliminfer.core.pipeline import SlimPipeline
@@ -151,6 +151,8 @@ class StaticDecoder:
         self.graph_error: str | None = None
         self.capture_s = 0.0
         self._steps_done: int | None = None  # decode steps since the last load (None: nothing loaded)
+        with torch.no_grad():
+            fuse_projections(adapter)  # q/k/v and gate/up as one matmul each, weights shared in place
         self._parts = bind_decode_parts(adapter)
         self._scales = [self._parts.scale(i) for i in range(adapter.num_layers)]
         self._q_heads = adapter.num_q_heads
@@ -310,7 +312,7 @@ class StaticDecoder:
             self.values[layer].index_copy_(2, slot, v)
             out = self._attend(layer, q, slot, used)
             hidden = parts.output(layer, hidden, out)
-            hidden = adapter.mlp_block(layer, hidden)
+            hidden = parts.mlp(layer, hidden)
         logits = adapter.logits(hidden)[:, -1]
         picked = logits.argmax(dim=-1)
         self.token.copy_(picked.view(1, 1))
