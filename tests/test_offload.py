@@ -297,6 +297,28 @@ def test_scoring_unit_keys_equals_token_unit_scorer_on_full_keys() -> None:
     assert torch.equal(manager.unit_scorer.score_blocks(queries, units), full)
 
 
+def test_attention_unit_selection_picks_the_blocks_with_the_most_softmax_mass() -> None:
+    gen = torch.Generator().manual_seed(1)
+    queries = torch.randn(1, 4, 4, 16, generator=gen)
+    units = torch.randn(1, 2, 12 * 8, 16, generator=gen)  # 12 blocks of 8 units
+    manager = OffloadingKVManager(OffloadConfig(block_size=64, unit_size=8, recent_window=4,
+                                                selection="attention_unit"))
+    scores = manager.unit_scorer.score_blocks(queries, units)[0]
+    q = queries.reshape(1, 2, 8, 16)  # query heads grouped by their KV head, all window queries as rows
+    mass = torch.einsum("bgqd,bgkd->bgqk", q, units).div(4.0).softmax(-1).mean(dim=(1, 2))[0]
+    assert torch.allclose(scores, mass.reshape(12, 8).amax(-1), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("selection", ["token_unit", "attention_unit"])
+def test_selection_option_runs_and_swaps(selection: str) -> None:
+    model = tiny_model("llama", seed=2)
+    cache = {"decode_budget": 64, "gamma": 1.0, "selection": selection}
+    pipe = SlimPipeline.from_pretrained(model, config=_config(True, cache))
+    out = pipe.generate(_ids(300), max_new_tokens=12)
+    assert len(out.token_ids) == 12
+    assert out.prefill.cache.stats()["selecting_layers"]
+
+
 class _ObservingCache(GPUResidentCache):
     def __init__(self) -> None:
         super().__init__(NoOptions())

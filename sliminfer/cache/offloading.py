@@ -60,13 +60,14 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal, Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from sliminfer.cache.base import KVCacheManager
 from sliminfer.core.errors import InputError
+from sliminfer.strategies.attention_unit import AttentionUnitScorer
 from sliminfer.strategies.token_unit import TokenUnitConfig, TokenUnitScorer
 
 
@@ -84,6 +85,11 @@ class OffloadConfig(BaseModel):
         "of block_size. null: every resident block is active.",
     )
     recent_window: int = Field(4, ge=1, description="Most recent decode tokens whose mean query is the local query.")
+    selection: Literal["token_unit", "attention_unit"] = Field(
+        "token_unit",
+        description="Block score of the active-set choice: the paper's token_unit |q.k|, or attention_unit "
+        "(softmax attention mass of the recent queries over the token units' mean keys).",
+    )
     gamma: float = Field(0.9, ge=0.0, le=1.0, description="Swap only when the new selection overlaps the active "
                          "set by less than this fraction (1: follow every change, 0: never swap).")
     pin_memory: bool = Field(True, description="Page-locked CPU buffers (needed for asynchronous copies on CUDA).")
@@ -158,8 +164,10 @@ class OffloadingKVManager(KVCacheManager):
     def __init__(self, config: OffloadConfig) -> None:
         super().__init__(config)
         c = config
-        # the token-unit scorer on unit mean keys with unit_size 1 == the scorer on the full keys
-        self.unit_scorer = TokenUnitScorer(
+        # the token-unit scorer on unit mean keys with unit_size 1 == the scorer on the full keys; the
+        # attention-unit one then spreads the softmax over units (an approximation of per-token mass)
+        scorer = TokenUnitScorer if c.selection == "token_unit" else AttentionUnitScorer
+        self.unit_scorer = scorer(
             TokenUnitConfig(block_size=c.block_size // c.unit_size, unit_size=1, window=c.recent_window)
         )
 
