@@ -22,7 +22,7 @@ C="--configs origin smollm2-135m --out eval/results --no-progress"
   sliminfer eval hotpotqa $C --lengths 1024 2048 4096 --samples 5
 ) &
 wait
-# the offload KV manager's decode budget (adds a third config; the first two are reused)
-O="--configs origin smollm2-135m smollm2-135m-offload --out eval/results --no-progress"
+# the offload KV manager's decode budget (adds two configs; the first two are reused)
+O="--configs origin smollm2-135m smollm2-135m-offload smollm2-135m-offload-attn --out eval/results --no-progress"
 sliminfer eval needle $O --variant single --lengths 1024 2048 4096 --depths 0 0.25 0.5 0.75 1 --samples 1
 sliminfer eval lm $O --lengths 1024 2048 4096 8192 --samples 2
