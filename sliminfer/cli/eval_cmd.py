@@ -11,6 +11,7 @@ import shlex
 from pathlib import Path
 
 from sliminfer.eval.base import Task
+from sliminfer.eval.needles import VALUE_KINDS, VARIANTS
 
 TASKS = ("needle", "passkey", "lm", "hotpotqa", "squad", "longbench")
 #: (lengths, samples) per task when not given on the command line
@@ -31,9 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, help="samples per length (and depth); LongBench: first N lines")
     p.add_argument("--seed", type=int, default=0, help="seed of every sample generator")
     p.add_argument("--out", type=Path, default=Path("eval/results"), help="results directory")
-    p.add_argument("--variant", default="single", choices=("single", "multikey", "multivalue", "multiquery"),
+    p.add_argument("--variant", default="single", choices=VARIANTS,
                    help="needle variant")
-    p.add_argument("--values", default="number", choices=("number", "uuid"), help="needle values: 7 digits or UUIDs")
+    p.add_argument("--values", default="number", choices=VALUE_KINDS, help="needle values: 7 digits or UUIDs")
     p.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
                    help="wrap prompts in the chat template (default: on for QA and LongBench, off for needles)")
     p.add_argument("--data", type=Path, help="LongBench <dataset>.jsonl")

@@ -16,7 +16,7 @@ import random
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from sliminfer.eval.base import (
     EVIDENCE_KEPT,
@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 
 Variant = Literal["single", "multikey", "multivalue", "multiquery"]
 ValueKind = Literal["number", "uuid"]
-VARIANTS: tuple[str, ...] = ("single", "multikey", "multivalue", "multiquery")
+VARIANTS: tuple[str, ...] = get_args(Variant)
+VALUE_KINDS: tuple[str, ...] = get_args(ValueKind)
 
 
 @functools.lru_cache(maxsize=1)
