@@ -18,6 +18,7 @@ pytest.importorskip("pytest_benchmark", reason="needs pytest-benchmark (pip inst
 
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
+from sliminfer.bench.cost import ModelCost  # noqa: E402
 from sliminfer.core.config import SlimConfig  # noqa: E402
 from sliminfer.core.pipeline import SlimPipeline  # noqa: E402
 from sliminfer.core.results import PrefillResult  # noqa: E402
@@ -63,46 +64,7 @@ def pipeline(model: LlamaForCausalLM, variant: str) -> SlimPipeline:
     return SlimPipeline(model, config=SlimConfig.model_validate(VARIANTS[variant]))
 
 
-# --- FLOP estimate (matmuls only; norms, RoPE, softmax and scoring are comparatively tiny) ----------
-
-
-def projection_flops(tokens: int) -> int:
-    """q, k, v and o projections of one layer."""
-    h, d = MODEL["hidden_size"], MODEL["hidden_size"] // MODEL["num_attention_heads"]
-    q_width, kv_width = MODEL["num_attention_heads"] * d, MODEL["num_key_value_heads"] * d
-    return 2 * tokens * h * (2 * q_width + 2 * kv_width)
-
-
-def mlp_flops(tokens: int) -> int:
-    return 2 * tokens * 3 * MODEL["hidden_size"] * MODEL["intermediate_size"]
-
-
-def attention_flops(queries: int, context_after_first: int) -> int:
-    """QK^T and PV for ``queries`` causal queries, the first of which sees ``context_after_first`` keys."""
-    pairs = queries * context_after_first + queries * (queries - 1) // 2
-    return 4 * MODEL["hidden_size"] * pairs  # q_heads * head_dim == hidden_size
-
-
-def prefill_flops(tokens_per_layer: list[int]) -> int:
-    """Pruning after attention: a pruning layer's MLP already runs on the next layer's (fewer) tokens."""
-    total = 2 * MODEL["hidden_size"] * MODEL["vocab_size"]  # LM head of the last token
-    for layer, tokens in enumerate(tokens_per_layer):
-        mlp_tokens = tokens_per_layer[layer + 1] if layer + 1 < len(tokens_per_layer) else tokens
-        total += projection_flops(tokens) + attention_flops(tokens, 1) + mlp_flops(mlp_tokens)
-    return total
-
-
-def decode_flops(tokens_per_layer: list[int], steps: int) -> int:
-    per_token = 2 * MODEL["hidden_size"] * MODEL["vocab_size"]
-    total = 0
-    for step in range(steps):  # step s attends to the layer's prompt tokens, the s earlier ones, itself
-        total += per_token + sum(
-            projection_flops(1) + attention_flops(1, t + step + 1) + mlp_flops(1) for t in tokens_per_layer
-        )
-    return total
-
-
-def record(benchmark, result: PrefillResult, flops: int) -> None:
+def record(benchmark, result: PrefillResult, flops: float) -> None:
     benchmark.extra_info.update(
         prompt_tokens=result.prompt_tokens,
         tokens_per_layer=result.tokens_per_layer,
@@ -127,7 +89,7 @@ def test_prefill(benchmark, model, prompt, variant):
 
     expected = [2048] * 8 if variant == "unpruned" else [2048] * 3 + [1024] * 3 + [512] * 2
     assert result.tokens_per_layer == expected
-    flops = prefill_flops(result.tokens_per_layer)
+    flops = ModelCost.of(model).prefill_flops(result.tokens_per_layer)
     record(benchmark, result, flops)
     benchmark.extra_info["gflop_per_s"] = round(flops / benchmark.stats.stats.mean / 1e9, 2)
 
@@ -157,7 +119,7 @@ def test_decode(benchmark, model, prompt, variant):
 
     last = prefills[-1]
     assert [last.cache.layer_tokens(i) for i in range(MODEL["num_hidden_layers"])] == [t + DECODE_TOKENS for t in last.tokens_per_layer]
-    flops = decode_flops(last.tokens_per_layer, DECODE_TOKENS)
+    flops = ModelCost.of(model).decode_flops(last.tokens_per_layer, DECODE_TOKENS)
     record(benchmark, last, flops)
     benchmark.extra_info.update(
         decode_tokens=DECODE_TOKENS,

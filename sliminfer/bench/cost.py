@@ -77,6 +77,17 @@ class ModelCost:
             total += self.layer_matmul_flops(t, mlp_tokens) + self.attention_flops(t)
         return total
 
+    def decode_flops(self, prompt_tokens_per_layer: Sequence[int], steps: int) -> float:
+        """FLOPs of ``steps`` decode steps: step ``s`` attends over a layer's prompt tokens, the ``s``
+        earlier generated tokens and itself; the LM head runs once per step."""
+        total = 0.0
+        for step in range(steps):
+            total += 2.0 * self.hidden * self.vocab + sum(
+                self.layer_matmul_flops(1, 1) + 4.0 * (t + step + 1) * self.q_heads * self.head_dim
+                for t in prompt_tokens_per_layer
+            )
+        return total
+
     def decode_bytes_per_token(self, prompt_tokens_per_layer: Sequence[int], new_tokens: int) -> float:
         """Bytes one decode step reads at least: the weights, plus each layer's KV at the middle of the
         generation (its prompt tokens plus half the new ones)."""
