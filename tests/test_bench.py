@@ -115,3 +115,26 @@ def test_out_of_memory_is_recorded_not_raised() -> None:
 def test_length_lists() -> None:
     assert _lengths("8k, 16K,100") == [8192, 16384, 100]
     assert _lengths("") == []
+
+
+def test_stock_static_mode_times_generate_with_a_static_cache(tmp_path, capsys) -> None:
+    """The best stock option (static cache; transformers compiles it on CUDA only) beside the others:
+    its tokens equal the dynamic-cache generate's, and the table grows its columns."""
+    assert main(["bench", "--shape", "tiny-llama", "model.device=cpu", "model.dtype=float32", PRUNING,
+                 "--prompt-lengths", "256", "--output-lengths", "6", "--repeats", "1", "--warmup", "0",
+                 "--modes", "stock,stock_static,sliminfer", "--decode", "graph", "--no-ttft",
+                 "--out", str(tmp_path), "--name", "s", "--no-plot"]) == 0
+    (e2e,) = json.loads((tmp_path / "s.json").read_text())["points"][0]["e2e"]
+    static = e2e["stock_static"]
+    assert static["status"] == "ok", static
+    assert static["new_tokens_made"] == 6 and static["ttft_s"] > 0 and "tokens" not in static
+    assert e2e["static_matches_stock_tokens"] == 1.0
+    assert e2e["speedup"]["graph_vs_static"] == pytest.approx(static["median_s"] / e2e["graph"]["median_s"])
+    out = capsys.readouterr().out
+    assert "static s" in out and "x graph vs static" in out
+
+
+def test_bench_rejects_an_unknown_mode(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "--shape", "tiny-llama", "--modes", "stock,fast"])
+    assert "choose from stock, stock_static, sliminfer" in capsys.readouterr().err

@@ -14,8 +14,9 @@ Stages (each one's failure is printed and the next one runs; results are saved a
 2. Llama-3.1-8B shape (random bf16 weights, the paper's schedule): graph-captured decode vs eager
    decode at a 16k prompt, 64 tokens, free-running and teacher-forced (agreement rate), per attention
    kernel;
-3. Llama-3.1-8B grid: TTFT at 8k/16k/32k/64k/128k, end-to-end at 32k with 256 new tokens (stock
-   generate, eager decode, graph decode);
+3. Llama-3.1-8B grid: (3a) TTFT at 8k/16k/32k/64k/128k, (3b) end-to-end at 32k with 256 new tokens
+   (stock generate with the dynamic cache and with a static cache, which transformers compiles;
+   sliminfer eager decode and graph decode);
 4. decode variants at 32k (graph decode with SDPA / FlashAttention varlen / torch.compile), ms/token
    against the bandwidth floor;
 5. Qwen2.5-7B grid: TTFT at 16k/32k/64k.
@@ -213,11 +214,12 @@ def build(p: dict[str, Any], key: str) -> SlimPipeline:
 
 
 def grid(pipe: SlimPipeline, plan: list[tuple[int, int, int]], new_tokens: int = 0,
-         decoders: tuple[str, ...] = ("eager", "graph")) -> list[dict[str, Any]]:
+         decoders: tuple[str, ...] = ("eager", "graph"),
+         modes: tuple[str, ...] = ("stock", "sliminfer")) -> list[dict[str, Any]]:
     points = []
     for n, warmup, repeats in plan:
         settings = GridSettings(prompt_lengths=[n], output_lengths=[new_tokens] if new_tokens else [],
-                                warmup=warmup, repeats=repeats, decoders=decoders)
+                                warmup=warmup, repeats=repeats, decoders=decoders, modes=modes)
         points += GridRunner(pipe, settings, log=lambda m: print(m, flush=True)).run()
     return points
 
@@ -298,7 +300,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("out"))
     parser.add_argument("--budget", type=float, default=540.0, help="seconds for the whole run (stages check it)")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU: check the code path only")
-    parser.add_argument("--skip", default="", help="comma list of stage numbers to skip, e.g. 4,5")
+    parser.add_argument("--skip", default="", help="comma list of stage numbers to skip, e.g. 4,5 (3a: the TTFT "
+                        "grid only)")
     parser.add_argument("--variants", default="", help="stage 4 only: comma list, e.g. split+compile,flash")
     args = parser.parse_args()
     p = profile(args.smoke)
@@ -326,10 +329,14 @@ def main() -> int:
                        lambda: {k: graph_vs_eager(pipe, ids, 64, k) for k in kernels}, need_s=60)
             del ids
         if "3" not in skip:
-            ttft = stages.run(f"3a {p['llama']}: TTFT grid", lambda: grid(pipe, p["llama_ttft"]), need_s=120)
+            ttft = None
+            if "3a" not in skip:
+                ttft = stages.run(f"3a {p['llama']}: TTFT grid", lambda: grid(pipe, p["llama_ttft"]), need_s=120)
             n, new, warmup, repeats = p["llama_e2e"]
-            e2e = stages.run(f"3b {p['llama']}: end to end, {n} prompt, {new} new",
-                             lambda: grid(pipe, [(n, warmup, repeats)], new), need_s=90)
+            e2e = stages.run(f"3b {p['llama']}: end to end, {n} prompt, {new} new (stock dynamic and static "
+                             "cache + compile; sliminfer eager and graph decode)",
+                             lambda: grid(pipe, [(n, warmup, repeats)], new,
+                                          modes=("stock", "stock_static", "sliminfer")), need_s=90)
             llama_points = [q for part in (ttft, e2e) if isinstance(part, list) for q in part]
             stages.results["records"][p["llama"]] = record(pipe, p["llama"], llama_points)
             stages.save()

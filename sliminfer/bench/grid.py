@@ -5,6 +5,9 @@ same model and the same prompts:
 
 - stock TTFT: ``model(ids, use_cache=True, logits_to_keep=1)``; stock end-to-end:
   ``model.generate(do_sample=False, max_new_tokens=N, min_new_tokens=N)`` (dynamic cache);
+- optionally (mode ``stock_static``) the best stock option: the same ``generate`` with
+  ``cache_implementation="static"``, which transformers compiles (``torch.compile``, CUDA graphs) on
+  CUDA; its first (warm-up) run pays the compilation;
 - sliminfer TTFT: the pipeline's prefill; end-to-end with the eager decode (``pipe.generate``) and
   with the static decode replayed as a CUDA graph (:func:`~sliminfer.core.graph_decode.fast_generate`).
 
@@ -29,7 +32,8 @@ from sliminfer.bench.cost import H100_SXM_BANDWIDTH, ModelCost
 from sliminfer.core.graph_decode import StaticDecoder, fast_generate
 from sliminfer.core.pipeline import SlimPipeline
 
-MODES = ("stock", "sliminfer")
+MODES = ("stock", "sliminfer")  # the default modes
+ALL_MODES = ("stock", "stock_static", "sliminfer")
 DECODERS = ("eager", "graph")
 
 
@@ -193,6 +197,15 @@ class GridRunner:
             row["stock"] = self.meter.measure(lambda: self._stock_generate(ids, new), _token_info)
             if _ok(row["stock"]) and not _ok(stock_ttft):
                 stock_ttft = self.meter.measure(lambda: self._stock_prefill(ids))
+        if "stock_static" in s.modes:
+            self.log(f"  {n} tokens: stock generate, static cache (compiled on CUDA), {new} new")
+            row["stock_static"] = self.meter.measure(lambda: self._stock_generate(ids, new, static=True), _token_info)
+            if _ok(row["stock_static"]):  # its own prefill (the static cache's mask spans the whole cache)
+                first = self.meter.measure(lambda: self._stock_generate(ids, 1, static=True))
+                if _ok(first):
+                    row["stock_static"]["ttft_s"] = first["median_s"]
+                    row["stock_static"]["decode_ms_per_token"] = (
+                        (row["stock_static"]["median_s"] - first["median_s"]) / (new - 1) * 1e3)
         if "sliminfer" in s.modes and "eager" in s.decoders:
             self.log(f"  {n} tokens: sliminfer eager decode, {new} new")
             row["eager"] = self.meter.measure(lambda: self.pipe.generate(ids, max_new_tokens=new), _generation_info)
@@ -210,19 +223,24 @@ class GridRunner:
             "sliminfer": self.cost.decode_floor_s(tokens, new, s.bandwidth) * 1e3,
             "bandwidth_bytes_per_s": s.bandwidth,
         }
-        row["speedup"] = {"eager": _ratio(stock, row.get("eager")), "graph": _ratio(stock, row.get("graph"))}
+        row["speedup"] = {"eager": _ratio(stock, row.get("eager")), "graph": _ratio(stock, row.get("graph")),
+                          "graph_vs_static": _ratio(row.get("stock_static"), row.get("graph"))}
         if _ok(row.get("eager"), row.get("graph")):
             a, b = row["eager"].pop("tokens"), row["graph"].pop("tokens")
             row["graph_matches_eager_tokens"] = _agreeing_prefix(a, b) / max(len(a), 1)
-        for key in ("stock", "eager", "graph"):
+        if _ok(row.get("stock_static"), row.get("stock")):
+            a, b = row["stock"].get("tokens", []), row["stock_static"].get("tokens", [])
+            row["static_matches_stock_tokens"] = _agreeing_prefix(a, b) / max(len(a), 1)
+        for key in ("stock", "stock_static", "eager", "graph"):
             if isinstance(row.get(key), dict):
                 row[key].pop("tokens", None)
         return row
 
     @torch.inference_mode()
-    def _stock_generate(self, ids: torch.Tensor, new: int) -> list[int]:
+    def _stock_generate(self, ids: torch.Tensor, new: int, static: bool = False) -> list[int]:
+        extra = {"cache_implementation": "static"} if static else {}
         out = self.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new,
-                                  min_new_tokens=new)
+                                  min_new_tokens=new, **extra)
         return out[0, ids.shape[1]:].tolist()
 
     def _fast(self, ids: torch.Tensor, new: int) -> Any:

@@ -54,24 +54,32 @@ def ttft_table(points: Sequence[dict[str, Any]]) -> str:
 
 def e2e_table(points: Sequence[dict[str, Any]]) -> str:
     rows = []
+    static = any("stock_static" in e for p in points for e in p.get("e2e", []))
     for p in points:
         for e in p.get("e2e", []):
             floor = e["floor_ms_per_token"]
             agree = e.get("graph_matches_eager_tokens")
-            rows.append([
-                p["prompt_tokens"], e["new_tokens"],
-                _seconds(e.get("stock")), _seconds(e.get("eager")), _seconds(e.get("graph")),
-                _x(e["speedup"].get("eager")), _x(e["speedup"].get("graph")),
-                _seconds(e.get("stock"), "decode_ms_per_token", digits=1),
-                _seconds(e.get("eager"), "decode_ms_per_token", digits=1),
-                _seconds(e.get("graph"), "decode_ms_per_token", digits=2),
-                f"{floor['sliminfer']:.3g} / {floor['stock']:.3g}",
-                _gib(e.get("stock")), _gib(e.get("graph")),
-                "-" if agree is None else f"{agree:.0%}",
-            ])
-    return table(["prompt", "new", "stock s", "eager s", "graph s", "x eager", "x graph", "stock ms/tok",
-                  "eager ms/tok", "graph ms/tok", "floor ms/tok slim/stock", "stock peak GiB", "graph peak GiB",
-                  "graph=eager"], rows)
+            row = [p["prompt_tokens"], e["new_tokens"], _seconds(e.get("stock"))]
+            if static:
+                row.append(_seconds(e.get("stock_static")))
+            row += [_seconds(e.get("eager")), _seconds(e.get("graph")),
+                    _x(e["speedup"].get("eager")), _x(e["speedup"].get("graph"))]
+            if static:
+                row.append(_x(e["speedup"].get("graph_vs_static")))
+            row.append(_seconds(e.get("stock"), "decode_ms_per_token", digits=1))
+            if static:
+                row.append(_seconds(e.get("stock_static"), "decode_ms_per_token", digits=1))
+            row += [_seconds(e.get("eager"), "decode_ms_per_token", digits=1),
+                    _seconds(e.get("graph"), "decode_ms_per_token", digits=2),
+                    f"{floor['sliminfer']:.3g} / {floor['stock']:.3g}",
+                    _gib(e.get("stock")), _gib(e.get("graph")),
+                    "-" if agree is None else f"{agree:.0%}"]
+            rows.append(row)
+    head = ["prompt", "new", "stock s"] + (["static s"] if static else []) + [
+        "eager s", "graph s", "x eager", "x graph"] + (["x graph vs static"] if static else []) + [
+        "stock ms/tok"] + (["static ms/tok"] if static else []) + [
+        "eager ms/tok", "graph ms/tok", "floor ms/tok slim/stock", "stock peak GiB", "graph peak GiB", "graph=eager"]
+    return table(head, rows)
 
 
 def summary(record: dict[str, Any]) -> str:
@@ -110,7 +118,8 @@ def plot(record: dict[str, Any], path: str | Path) -> Path | None:
     news = sorted({e["new_tokens"] for p in points for e in p.get("e2e", [])})
     series = []
     for new in news:
-        for key, label in (("stock", "stock generate"), ("eager", "sliminfer eager"), ("graph", "sliminfer graph")):
+        for key, label in (("stock", "stock generate"), ("stock_static", "stock static + compile"),
+                           ("eager", "sliminfer eager"), ("graph", "sliminfer graph")):
             series.append((f"{label}, {new} new", lambda p, k=key, n=new: next(
                 (e.get(k) for e in p.get("e2e", []) if e["new_tokens"] == n), None)))
     _lines(right, points, series)

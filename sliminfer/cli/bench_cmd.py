@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from sliminfer.bench.cost import H100_SXM_BANDWIDTH
-from sliminfer.bench.grid import DECODERS, MODES, GridSettings
+from sliminfer.bench.grid import ALL_MODES, DECODERS, MODES, GridSettings
 from sliminfer.bench.report import plot, summary, write_json
 from sliminfer.bench.run import load_bench_pipeline, run_bench
 from sliminfer.bench.shapes import shape_names
@@ -39,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="new tokens for end-to-end runs (comma list; empty: TTFT only)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before them")
-    parser.add_argument("--modes", default=",".join(MODES), type=_choices(MODES), help="stock and/or sliminfer")
+    parser.add_argument("--modes", default=",".join(MODES), type=_choices(ALL_MODES),
+                        help="comma list of stock, stock_static (generate with a static cache, compiled on CUDA: "
+                             "end to end only) and sliminfer")
     parser.add_argument("--decode", default=",".join(DECODERS), type=_choices(DECODERS),
                         help="sliminfer end-to-end decode paths: eager and/or graph")
     parser.add_argument("--graph-attention", default="auto", choices=ATTENTION_CHOICES,
