@@ -109,6 +109,57 @@ def random_ids(n: int, vocab: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, vocab, (1, n), device="cuda", generator=gen)
 
 
+def check_cuda_paths(steps: int = 24) -> dict[str, Any]:
+    """The manager's CUDA code (streams, events, pinned memory, the gather through the host alias) on a
+    tiny fp32 Llama: with every block active it equals the GPU-resident manager; with a small budget
+    (gamma 1.0 and 0.9) its active sets and tokens equal the CPU run's, which the CI tests hold to an
+    independent reference (tests/test_offload.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+    from tiny_models import tiny_model
+
+    pruning = {"scorer": {"name": "token_unit", "block_size": 16, "unit_size": 4, "window": 4},
+               "schedule": {"name": "fixed", "layers": [1, 3], "budgets": [160, 64]}}
+    ids = torch.randint(0, 256, (1, 301), generator=torch.Generator().manual_seed(7))
+    out: dict[str, Any] = {}
+
+    def run(device: str, cache: dict[str, Any] | None) -> tuple[list[int], torch.Tensor, Any]:
+        model = tiny_model("llama", seed=2).to(device)
+        config: dict[str, Any] = {"pruning": pruning}
+        if cache is not None:
+            config["cache"] = {"name": "offload", "block_size": 16, "unit_size": 4, **cache}
+        pipe = SlimPipeline.from_pretrained(model, config=config)
+        result = pipe.prefill(ids.to(device), reserve_tokens=steps)
+        tok, tokens, logits = result.logits.argmax(-1, keepdim=True), [], []
+        for step in range(steps):
+            step_logits = pipe.forward.decode_step(tok, 301 + step, result.cache)
+            tok = step_logits.argmax(-1, keepdim=True)
+            tokens.append(int(tok))
+            logits.append(step_logits.float().cpu())
+        if cache is None:
+            return tokens, torch.cat(logits), (None, None, 0)
+        layers = result.cache.layers
+        sets = [sorted(st.block_slot) for st in layers]
+        return tokens, torch.cat(logits), (sets, result.cache.stats(), sum(st.alias is not None for st in layers))
+
+    gpu_tokens, gpu_logits, _ = run("cuda", None)
+    full_tokens, full_logits, _ = run("cuda", {"decode_budget": None})
+    out["all_active_vs_gpu_resident"] = {"tokens_equal": full_tokens == gpu_tokens,
+                                         "max_abs_logit_diff": (full_logits - gpu_logits).abs().max().item()}
+    for gamma in (1.0, 0.9):
+        cache = {"decode_budget": 96, "gamma": gamma}
+        cuda_tokens, cuda_logits, (cuda_sets, cuda_stats, aliased) = run("cuda", cache)
+        cpu_tokens, cpu_logits, (cpu_sets, cpu_stats, _) = run("cpu", cache)
+        out[f"budget96_gamma{gamma}_cuda_vs_cpu"] = {
+            "tokens_equal": cuda_tokens == cpu_tokens, "active_sets_equal": cuda_sets == cpu_sets,
+            "swaps_equal": cuda_stats["swaps"] == cpu_stats["swaps"], "swaps_total": cuda_stats["swaps_total"],
+            "max_abs_logit_diff": (cuda_logits - cpu_logits).abs().max().item(),
+            "host_alias_layers": aliased,
+        }
+    out["passed"] = all(v["tokens_equal"] and v.get("active_sets_equal", True) and v["max_abs_logit_diff"] <= 1e-3
+                        for v in out.values() if isinstance(v, dict))
+    return out
+
+
 def time_decode(pipe: SlimPipeline, prefill: Any, steps: int, warmup: int) -> dict[str, Any]:
     """Eager greedy decode_steps; per step a CUDA-event interval and the host wall time."""
     cache, position = prefill.cache, prefill.prompt_tokens
@@ -359,6 +410,8 @@ def main() -> None:
             "decode is the eager decode_step for every manager; the host reads each token (as generate does)",
         ],
     }
+    result["cuda_paths_check"] = check_cuda_paths()
+    log("CUDA code paths check (tiny fp32 Llama):", result["cuda_paths_check"])
     warm = random_ids(8192, model.config.vocab_size)
     for pipe in pipes.values():  # kernels, cuBLAS handles, pinned host blocks of the small sizes
         r = pipe.prefill(warm, reserve_tokens=8)

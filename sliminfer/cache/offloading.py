@@ -66,6 +66,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from sliminfer.cache.base import KVCacheManager
+from sliminfer.cache.host_alias import device_alias
 from sliminfer.core.errors import InputError
 from sliminfer.strategies.attention_unit import AttentionUnitScorer
 from sliminfer.strategies.token_unit import TokenUnitConfig, TokenUnitScorer
@@ -128,6 +129,7 @@ class _Layer:
     slots: int  # prompt blocks active on the device at decode
     selecting: bool  # the active set is chosen by score (else: all blocks, or the forced ones only)
     host: torch.Tensor | None = None  # [n_blocks, 2 (K, V), kv_heads, block, d], (pinned) CPU memory
+    alias: torch.Tensor | None = None  # the same pinned memory seen from the GPU (host_alias), or None
     tail: torch.Tensor | None = None  # [2, 1, kv_heads, tail, d] on the device until decode
     unit_keys: torch.Tensor | None = None  # [1, kv_heads, units, d] float32, until stacked per group
     buf: torch.Tensor | None = None  # [2, 1, kv_heads, slots * block + tail + generated capacity, d]
@@ -328,6 +330,8 @@ class OffloadingKVManager(KVCacheManager):
             else:
                 st.host[:, 0].copy_(src_k)
                 st.host[:, 1].copy_(src_v)
+            if self.cuda:  # the decode gathers chosen blocks straight from here (one kernel per layer)
+                st.alias = device_alias(st.host, k.device)
             self.prefill_d2h_bytes += n_blocks * self._block_bytes(heads, d, k.element_size())
         st.tail = torch.stack((k[:, :, n_blocks * bs :], v[:, :, n_blocks * bs :]))
         if selecting:
@@ -470,21 +474,21 @@ class OffloadingKVManager(KVCacheManager):
         _, _, heads, _, d = st.buf.shape
         pairs = sorted(zip(blocks, slots))
         blocks, slots = [b for b, _ in pairs], [s for _, s in pairs]
+        in_order = slots == list(range(st.slots))
         with self._on(self._h2d):
             if self.cuda:
                 self._h2d.wait_event(self._step_start)  # the previous step is done reading these slots
-            stage = st.buf.new_empty((len(blocks), 2, heads, bs, d))
-            start = 0
-            while start < len(blocks):  # one copy (K and V together) per run of consecutive blocks
-                end = start + 1
-                while end < len(blocks) and blocks[end] == blocks[end - 1] + 1:
-                    end += 1
-                stage[start:end].copy_(st.host[blocks[start] : blocks[end - 1] + 1], non_blocking=True)
-                start = end
+            if st.alias is not None:  # one gather kernel reads the chosen blocks from pinned host memory
+                ids = torch.tensor([blocks, slots], dtype=torch.long, pin_memory=True).to(self.device, non_blocking=True)
+                stage = st.alias.index_select(0, ids[0])
+            else:
+                stage = self._stage_runs(st, blocks)
             view = st.buf[:, :, :, : st.slots * bs].view(2, 1, heads, st.slots, bs, d)
             src = stage.permute(1, 2, 0, 3, 4).unsqueeze(1)  # [2, 1, kv_heads, blocks, block, d]
-            if slots == list(range(st.slots)):
+            if in_order:
                 view.copy_(src)
+            elif st.alias is not None:
+                view.index_copy_(3, ids[1], src)
             else:
                 index = torch.tensor(slots, dtype=torch.long, pin_memory=self.cuda and self.config.pin_memory)
                 view.index_copy_(3, index.to(st.buf.device, non_blocking=True), src)
@@ -492,6 +496,20 @@ class OffloadingKVManager(KVCacheManager):
                 st.ready = torch.cuda.Event()
                 st.ready.record(self._h2d)
         self.bytes_moved[-1] += len(blocks) * self._block_bytes(heads, d, st.buf.element_size())
+
+    def _stage_runs(self, st: _Layer, blocks: list[int]) -> torch.Tensor:
+        """The blocks (ascending) on the device, one copy per run of consecutive blocks (the CPU, and
+        CUDA where the host memory has no device alias)."""
+        _, _, heads, bs, d = st.host.shape
+        stage = st.buf.new_empty((len(blocks), 2, heads, bs, d))
+        start = 0
+        while start < len(blocks):
+            end = start + 1
+            while end < len(blocks) and blocks[end] == blocks[end - 1] + 1:
+                end += 1
+            stage[start:end].copy_(st.host[blocks[start] : blocks[end - 1] + 1], non_blocking=True)
+            start = end
+        return stage
 
     def _grow(self, st: _Layer, needed: int) -> None:
         """A larger generated-token region (same rule as the GPU-resident cache: at least double)."""
