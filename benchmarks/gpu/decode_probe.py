@@ -54,16 +54,20 @@ def top_kernels(pipe: SlimPipeline, state: Any, rows: int) -> list[dict[str, Any
             token = pipe.forward.decode_step(token, position, prefill.cache).argmax(-1, keepdim=True)
             position += 1
         torch.cuda.synchronize()
-    events = [e for e in prof.key_averages() if e.device_time_total > 0]
-    events.sort(key=lambda e: e.device_time_total, reverse=True)
+    averages = prof.key_averages()
+    by_device = sorted((e for e in averages if e.device_time_total > 0), key=lambda e: e.device_time_total,
+                       reverse=True)[:rows]
+    by_host = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)[:rows]
     return [{"name": e.key[:90], "calls": e.count, "device_ms_per_step": e.device_time_total / 3e3,
-             "cpu_ms_per_step": e.cpu_time_total / 3e3} for e in events[:rows]]
+             "self_cpu_ms_per_step": e.self_cpu_time_total / 3e3} for e in [*by_device, *by_host]]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompt", type=int, default=32768)
     parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--cases", default="all", help="all, or 'offload': the offload manager (budget 2048, "
+                        "gamma 0.9 and 0) with the default kernels")
     parser.add_argument("--out", default=os.environ.get("OUT", "out"))
     args = parser.parse_args()
     model = build_model()
@@ -72,7 +76,20 @@ def main() -> None:
     result: dict[str, Any] = {"prompt": args.prompt, "cases": {}}
     backends = {"default": None, "flash_only": [torch.nn.attention.SDPBackend.FLASH_ATTENTION],
                 "efficient_only": [torch.nn.attention.SDPBackend.EFFICIENT_ATTENTION]}
-    for reserve in (37, 256):
+    if args.cases == "offload":
+        for gamma in (0.9, 0.0):
+            cache = {"name": "offload", "decode_budget": 2048, "gamma": gamma}
+            off = SlimPipeline.from_pretrained(model, config={"pruning": {"schedule": SCHEDULE}, "cache": cache})
+            times, state = step_times(off, ids, 37, args.steps)
+            case = {"ms_per_token": statistics.median(times), "times": times, "kernels": top_kernels(off, state, 12)}
+            del state
+            free()
+            result["cases"][f"offload-gamma{gamma}"] = case
+            print(f"offload gamma {gamma}: {case['ms_per_token']:.2f} ms/token", flush=True)
+            for k in case["kernels"]:
+                print(f"    device {k['device_ms_per_step']:7.2f}  self cpu {k['self_cpu_ms_per_step']:7.2f} ms/step"
+                      f"  x{k['calls']:<5} {k['name']}", flush=True)
+    for reserve in (37, 256) if args.cases == "all" else ():
         for label, allowed in backends.items():
             name = f"reserve{reserve}-{label}"
             ctx = torch.nn.attention.sdpa_kernel(allowed) if allowed else contextlib.nullcontext()

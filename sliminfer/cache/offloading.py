@@ -330,8 +330,9 @@ class OffloadingKVManager(KVCacheManager):
             else:
                 st.host[:, 0].copy_(src_k)
                 st.host[:, 1].copy_(src_v)
-            if self.cuda:  # the decode gathers chosen blocks straight from here (one kernel per layer)
-                st.alias = device_alias(st.host, k.device)
+            # the decode gathers the chosen blocks straight from here, one kernel per layer (on the CPU the
+            # host memory is the device's)
+            st.alias = device_alias(st.host, k.device) if self.cuda else st.host
             self.prefill_d2h_bytes += n_blocks * self._block_bytes(heads, d, k.element_size())
         st.tail = torch.stack((k[:, :, n_blocks * bs :], v[:, :, n_blocks * bs :]))
         if selecting:
@@ -479,7 +480,8 @@ class OffloadingKVManager(KVCacheManager):
             if self.cuda:
                 self._h2d.wait_event(self._step_start)  # the previous step is done reading these slots
             if st.alias is not None:  # one gather kernel reads the chosen blocks from pinned host memory
-                ids = torch.tensor([blocks, slots], dtype=torch.long, pin_memory=True).to(self.device, non_blocking=True)
+                ids = torch.tensor([blocks, slots], dtype=torch.long, pin_memory=self.cuda)
+                ids = ids.to(self.device, non_blocking=True)
                 stage = st.alias.index_select(0, ids[0])
             else:
                 stage = self._stage_runs(st, blocks)
@@ -498,8 +500,8 @@ class OffloadingKVManager(KVCacheManager):
         self.bytes_moved[-1] += len(blocks) * self._block_bytes(heads, d, st.buf.element_size())
 
     def _stage_runs(self, st: _Layer, blocks: list[int]) -> torch.Tensor:
-        """The blocks (ascending) on the device, one copy per run of consecutive blocks (the CPU, and
-        CUDA where the host memory has no device alias)."""
+        """The blocks (ascending) on the device, one copy per run of consecutive blocks (CUDA where the
+        host memory has no device alias: not pinned)."""
         _, _, heads, bs, d = st.host.shape
         stage = st.buf.new_empty((len(blocks), 2, heads, bs, d))
         start = 0
