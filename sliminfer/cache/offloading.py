@@ -415,7 +415,7 @@ class OffloadingKVManager(KVCacheManager):
         st.loaded = True
         st.slot_block = list(blocks)
         st.block_slot = {b: s for s, b in enumerate(blocks)}
-        self._copy_blocks(st, list(range(len(blocks))), list(blocks))
+        self._copy_blocks([(st, list(range(len(blocks))), list(blocks))])
 
     def _pick(self, group: _Group, queries: torch.Tensor, row: int | None = None) -> torch.Tensor:
         """Top-k block ids (minus ``sink_blocks``) among the middle blocks of the group's layers (or of
@@ -448,6 +448,7 @@ class OffloadingKVManager(KVCacheManager):
             group.event.synchronize()  # only when the GPU is a whole step behind the host
         rows = group.readback.tolist()
         group.pending = False
+        moves = []
         for layer_idx, picks in zip(group.layers, rows):
             st = self.layers[layer_idx]
             selected = self._selection(st, picks)
@@ -463,41 +464,55 @@ class OffloadingKVManager(KVCacheManager):
             for b, s in zip(incoming, slots):
                 active[b] = s
                 st.slot_block[s] = b
-            self._copy_blocks(st, slots, incoming)
+            moves.append((st, slots, incoming))
             self.swaps[-1] += 1
             self.blocks_swapped[-1] += len(incoming)
+        self._copy_blocks(moves)  # the group's layers together: one index upload, one event
 
-    def _copy_blocks(self, st: _Layer, slots: list[int], blocks: list[int]) -> None:
-        """Copy host blocks ``blocks`` into the device slots ``slots`` (on the copy stream on CUDA)."""
-        if not blocks:
+    def _copy_blocks(self, moves: list[tuple[_Layer, list[int], list[int]]]) -> None:
+        """For each ``(layer, slots, blocks)``: copy the host blocks into the layer's device slots (on the
+        copy stream on CUDA). Host work is kept per call, not per layer: one upload of every layer's
+        block and slot ids, then a gather (from the host alias) and a scatter per layer, one event."""
+        moves = [(st, *zip(*sorted(zip(blocks, slots)))) for st, slots, blocks in moves if blocks]
+        if not moves:
             return
-        bs = self.config.block_size
-        _, _, heads, _, d = st.buf.shape
-        pairs = sorted(zip(blocks, slots))
-        blocks, slots = [b for b, _ in pairs], [s for _, s in pairs]
-        in_order = slots == list(range(st.slots))
         with self._on(self._h2d):
             if self.cuda:
                 self._h2d.wait_event(self._step_start)  # the previous step is done reading these slots
-            if st.alias is not None:  # one gather kernel reads the chosen blocks from pinned host memory
-                ids = torch.tensor([blocks, slots], dtype=torch.long, pin_memory=self.cuda)
-                ids = ids.to(self.device, non_blocking=True)
-                stage = st.alias.index_select(0, ids[0])
-            else:
-                stage = self._stage_runs(st, blocks)
-            view = st.buf[:, :, :, : st.slots * bs].view(2, 1, heads, st.slots, bs, d)
-            src = stage.permute(1, 2, 0, 3, 4).unsqueeze(1)  # [2, 1, kv_heads, blocks, block, d]
-            if in_order:
-                view.copy_(src)
-            elif st.alias is not None:
-                view.index_copy_(3, ids[1], src)
-            else:
-                index = torch.tensor(slots, dtype=torch.long, pin_memory=self.cuda and self.config.pin_memory)
-                view.index_copy_(3, index.to(st.buf.device, non_blocking=True), src)
-            if self.cuda:
-                st.ready = torch.cuda.Event()
-                st.ready.record(self._h2d)
-        self.bytes_moved[-1] += len(blocks) * self._block_bytes(heads, d, st.buf.element_size())
+            flat = [i for st, blocks, slots in moves if st.alias is not None for i in (*blocks, *slots)]
+            ids = None
+            if flat:
+                ids = torch.tensor(flat, dtype=torch.long, pin_memory=self.cuda).to(self.device, non_blocking=True)
+            offset = 0
+            event = torch.cuda.Event() if self.cuda else None
+            for st, blocks, slots in moves:
+                n = len(blocks)
+                if st.alias is not None:  # one gather kernel reads the chosen blocks from pinned host memory
+                    block_ids, slot_ids = ids[offset : offset + n], ids[offset + n : offset + 2 * n]
+                    offset += 2 * n
+                    stage = st.alias.index_select(0, block_ids)
+                else:
+                    stage = self._stage_runs(st, list(blocks))
+                    slot_ids = None
+                self._place(st, list(slots), slot_ids, stage)
+                st.ready = event
+                self.bytes_moved[-1] += n * self._block_bytes(stage.shape[2], stage.shape[4], stage.element_size())
+            if event is not None:
+                event.record(self._h2d)
+
+    def _place(self, st: _Layer, slots: list[int], slot_ids: torch.Tensor | None, stage: torch.Tensor) -> None:
+        """Write ``stage`` ``[blocks, 2, kv_heads, block, d]`` into the layer's device slots ``slots``."""
+        bs = self.config.block_size
+        _, _, heads, _, d = st.buf.shape
+        view = st.buf[:, :, :, : st.slots * bs].view(2, 1, heads, st.slots, bs, d)
+        src = stage.permute(1, 2, 0, 3, 4).unsqueeze(1)  # [2, 1, kv_heads, blocks, block, d]
+        if slots == list(range(st.slots)):
+            view.copy_(src)
+            return
+        if slot_ids is None:
+            index = torch.tensor(slots, dtype=torch.long, pin_memory=self.cuda and self.config.pin_memory)
+            slot_ids = index.to(st.buf.device, non_blocking=True)
+        view.index_copy_(3, slot_ids, src)
 
     def _stage_runs(self, st: _Layer, blocks: list[int]) -> torch.Tensor:
         """The blocks (ascending) on the device, one copy per run of consecutive blocks (CUDA where the
