@@ -313,12 +313,20 @@ class StaticDecoder:
             out = self._attend(layer, q, slot, used)
             hidden = parts.output(layer, hidden, out)
             hidden = parts.mlp(layer, hidden)
+            self._after_layer(layer, q)
+        self._after_layers()
         logits = adapter.logits(hidden)[:, -1]
         picked = logits.argmax(dim=-1)
         self.token.copy_(picked.view(1, 1))
         self.generated.index_copy_(0, self.step + 1, picked)
         self.step.add_(1)
         return logits
+
+    def _after_layer(self, layer: int, q: torch.Tensor) -> None:
+        """Hook for subclasses that manage the buffers' contents during the step (offload: queries)."""
+
+    def _after_layers(self) -> None:
+        """Hook for subclasses: the step's last point before the logits (offload: join the copy stream)."""
 
     def _attend(self, layer: int, q: torch.Tensor, slot: torch.Tensor, used: torch.Tensor | None) -> torch.Tensor:
         """Attention of the one query token over the layer's buffer; ``[1, 1, q_heads * d]``."""
@@ -397,17 +405,17 @@ class FastGeneration:
     setup_s: float
     total_s: float
     prefill: PrefillResult = field(repr=False)
-    decoder: StaticDecoder = field(repr=False)
+    decoder: StaticDecoder | None = field(repr=False)  # None when every step ran eagerly
     stopped_by: str = "max_new_tokens"
     text: str = ""
 
     @property
     def graph(self) -> bool:
-        return self.decoder.graph is not None
+        return self.decoder is not None and self.decoder.graph is not None
 
     @property
-    def attention(self) -> str:
-        return self.decoder.attention
+    def attention(self) -> str | None:
+        return None if self.decoder is None else self.decoder.attention
 
 
 def fast_generate(
@@ -431,6 +439,10 @@ def fast_generate(
     ids = prompt_or_ids.to(pipe.device) if isinstance(prompt_or_ids, torch.Tensor) else pipe.encode(prompt_or_ids)
     if ids.dim() == 1:
         ids = ids[None]
+    if pipe.config.cache.name == "offload":  # the offload manager's state moves into its own static decoder
+        from sliminfer.core.offload_decode import offload_fast_generate
+
+        return offload_fast_generate(pipe, ids, max_new_tokens, stop_at_eos, **decoder_options)
     device = pipe.device
     cache = decoder.prefill_cache() if decoder is not None else pipe.new_cache(0)
     start = now(device)

@@ -1,0 +1,245 @@
+"""Greedy decode over the offload manager's active blocks, with static shapes (a CUDA graph on GPUs).
+
+The offload manager's eager decode (``StagedForward.decode_step`` with
+:class:`~sliminfer.cache.offloading.OffloadingKVManager`) keeps its bookkeeping on the host: that is
+exact and simple, but the step is bound by Python and kernel launches. This decoder moves the
+selection and the swaps onto the device, so a whole step can be captured and replayed:
+
+- each layer's static buffer holds its active prompt blocks (slot s = rows ``s*block .. (s+1)*block``),
+  its tail and the generated tokens, as in the manager's device buffer, with a capacity for the new
+  tokens; attention runs over the written part (a mask), exactly like :class:`StaticDecoder`;
+- each selecting group keeps on the device: the block held by every slot, the unit mean keys, and a
+  ring of the ``recent_window`` latest queries of each layer (their mean is the local query);
+- after a group's last layer, on a side stream: score the blocks (the manager's own scorer), top-k,
+  forced blocks, the overlap with the active set, and, where it is below gamma, the slot assignment
+  (incoming blocks in ascending order into the slots of the outgoing ones, as the manager does) and the
+  copies (:func:`~sliminfer.cache.block_copy.copy_blocks`, which copies only the blocks that move,
+  straight from pinned host memory). The side stream joins before the step's logits, so the copies
+  overlap the later layers; the next step reads the new blocks. That is the manager's timing: the
+  selection from the queries of steps <= t applies at step t + 1.
+
+The first ``recent_window`` steps run eagerly through the manager (step 0 chooses each layer's first
+active set from its own query; the ring then holds full windows), then the state is handed over.
+Counters (swaps, blocks moved, overlap) accumulate on the device and are read once at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from sliminfer.cache.block_copy import copy_blocks, device_copy_available
+from sliminfer.cache.offloading import OffloadingKVManager
+from sliminfer.core.errors import InputError
+from sliminfer.core.graph_decode import StaticDecoder
+
+if TYPE_CHECKING:
+    from sliminfer.models.base import ModelAdapter
+
+
+@dataclass
+class _DeviceGroup:
+    """One selecting group's state on the device."""
+
+    index: int
+    layers: list[int]
+    n_blocks: int
+    slots: int
+    forced: torch.Tensor  # [layers, sink + 1] block ids always active
+    slot_block: torch.Tensor  # [layers, slots] the block each slot holds
+    ring: torch.Tensor  # [layers, q_heads, window, d] recent queries
+    ring_pos: torch.Tensor  # [1] next ring entry to overwrite
+    rows: dict[int, int]
+
+
+class OffloadStaticDecoder(StaticDecoder):
+    """Static decode for a prompt whose KV the offload manager holds (see the module docstring)."""
+
+    def __init__(self, adapter: ModelAdapter, manager: OffloadingKVManager, max_new_tokens: int,
+                 *, attention: str = "auto", graph: bool | None = None) -> None:
+        if attention not in ("auto", "split", "sdpa"):
+            raise InputError(f"attention: {attention!r}; the offload decode takes 'auto', 'split' or 'sdpa'")
+        if manager.step < 0 or any(st is None or st.buf is None for st in manager.layers):
+            raise InputError("offload decode: run the manager's first decode steps before handing over")
+        device = manager.device
+        if device.type == "cuda" and not device_copy_available(device):
+            raise InputError("offload decode on CUDA needs Triton; decode eagerly instead (fast=False)")
+        if any(st.selecting and st.alias is None for st in manager.layers):
+            raise InputError("offload decode: cache.pin_memory is false; the static decode copies blocks from "
+                             "pinned host memory (set pin_memory: true, or decode eagerly with fast=False)")
+        self.manager = manager
+        bs = manager.config.block_size
+        caps = [st.slots * bs + st.n_tail + st.generated + max_new_tokens for st in manager.layers]
+        any_buf = manager.layers[0].buf
+        super().__init__(adapter, caps, max_new_tokens, dtype=any_buf.dtype, device=device,
+                         attention="split" if attention == "auto" else attention, graph=graph, compile=False)
+        self._side = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self._forked = False
+        self.groups: list[_DeviceGroup] = []
+        self._last_of: dict[int, _DeviceGroup] = {}
+        self._row_of: dict[int, tuple[_DeviceGroup, int]] = {}
+        self.counters = torch.zeros(4, dtype=torch.float64, device=device)  # swaps, blocks, overlap sum, n
+        self.steps_run = 0
+
+    # hand-over -----------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def load_offload(self, token: torch.Tensor, position: int) -> None:
+        """Take the manager's state (after its eager steps): buffers, slots, recent queries; ``token`` is
+        the last generated token, to be fed at ``position``."""
+        m = self.manager
+        if m.cuda:
+            for group in m.groups:  # the last eager step's selections: apply them now, as step t + 1 would
+                if group.pending:
+                    m._apply_group(group)
+            torch.cuda.synchronize(self.device)
+        else:
+            for group in m.groups:
+                if group.pending:
+                    m._apply_group(group)
+        bs = m.config.block_size
+        for layer, st in enumerate(m.layers):
+            used = st.slots * bs + st.n_tail + st.generated
+            self.keys[layer].zero_()
+            self.values[layer].zero_()
+            self.keys[layer][:, :, :used].copy_(st.buf[0][:, :, :used])
+            self.values[layer][:, :, :used].copy_(st.buf[1][:, :, :used])
+            self.bias[layer].fill_(float("-inf"))
+            self.bias[layer][..., :used] = 0.0
+            self.lens[layer] = used
+        self.groups, self._last_of, self._row_of = [], {}, {}
+        sink = m.config.sink_blocks
+        for g, group in enumerate(m.groups):
+            states = [m.layers[i] for i in group.layers]
+            slots = states[0].slots
+            forced = torch.tensor([[*range(sink), group.n_blocks - 1]] * len(states), dtype=torch.long)
+            ring = torch.cat([torch.cat(list(st.queries), dim=2) for st in states])  # [layers, q_heads, window, d]
+            dg = _DeviceGroup(
+                index=g, layers=list(group.layers), n_blocks=group.n_blocks, slots=slots,
+                forced=forced.to(self.device),
+                slot_block=torch.tensor([st.slot_block for st in states], dtype=torch.long, device=self.device),
+                ring=ring.clone(), ring_pos=torch.zeros(1, dtype=torch.long, device=self.device),
+                rows={layer: row for row, layer in enumerate(group.layers)},
+            )
+            if ring.shape[2] != m.config.recent_window:
+                raise InputError("offload decode: hand over after recent_window eager steps (full query windows)")
+            self.groups.append(dg)
+            self._last_of[group.layers[-1]] = dg
+            for layer in group.layers:
+                self._row_of[layer] = (dg, dg.rows[layer])
+        self.n_prompt.fill_(position)
+        self.step.zero_()
+        self.token.copy_(token.reshape(1, 1))
+        self.generated.zero_()
+        self.generated[:1].copy_(token.reshape(1))
+        self.counters.zero_()
+        self._steps_done = 0
+        self.steps_run = 0
+        if self.use_graph and self.graph is None and self.graph_error is None and self.max_new_tokens > 1:
+            self._capture()
+            self.load_offload(token, position)  # the capture's warm-up steps moved the state on
+
+    def decode(self, steps: int) -> None:
+        super().decode(steps)
+        self.steps_run += steps
+
+    # inside the step -------------------------------------------------------------------------------
+    def _after_layer(self, layer: int, q: torch.Tensor) -> None:
+        found = self._row_of.get(layer)
+        if found is None:
+            return
+        dg, row = found
+        dg.ring[row].index_copy_(1, dg.ring_pos, q[0])
+        if layer == dg.layers[-1]:
+            dg.ring_pos.add_(1).remainder_(dg.ring.shape[2])
+            if self._side is not None:
+                self._side.wait_stream(torch.cuda.current_stream(self.device))
+                self._forked = True
+                with torch.cuda.stream(self._side):
+                    self._reselect(dg)
+            else:
+                self._reselect(dg)
+
+    def _after_layers(self) -> None:
+        if self._forked:
+            torch.cuda.current_stream(self.device).wait_stream(self._side)
+            self._forked = False
+
+    def _reselect(self, dg: _DeviceGroup) -> None:
+        """Choose the group's blocks for the next step from its query rings, and move them in."""
+        m = self.manager
+        group = m.groups[dg.index]
+        picks = m._pick(group, dg.ring) + m.config.sink_blocks  # [layers, picks]
+        selected = torch.cat([dg.forced, picks], dim=1).sort(dim=1).values  # [layers, slots]
+        current = dg.slot_block
+        big = dg.n_blocks  # larger than every block id
+        in_active = (selected.unsqueeze(2) == current.unsqueeze(1)).any(dim=2)
+        stays = (current.unsqueeze(2) == selected.unsqueeze(1)).any(dim=2)
+        overlap = in_active.sum(dim=1).double() / dg.slots
+        swap = overlap < m.config.gamma
+        incoming = torch.where(in_active, big, selected).sort(dim=1).values  # incoming blocks first, ascending
+        out_slots = torch.where(stays, big, current).sort(dim=1, stable=True).indices  # their slots, by block id
+        moves = (~in_active).sum(dim=1) * swap  # [layers]
+        first = torch.arange(dg.slots, device=self.device).unsqueeze(0) < moves.unsqueeze(1)
+        current.scatter_(1, out_slots, torch.where(first, incoming, current.gather(1, out_slots)))
+        for row, layer in enumerate(dg.layers):
+            st = m.layers[layer]
+            copy_blocks(st.alias, self.keys[layer], self.values[layer], incoming[row], out_slots[row],
+                        moves[row : row + 1])
+        self.counters[:3].add_(torch.stack([swap.sum().double(), moves.sum().double(), overlap.sum()]))
+        self.counters[3:].add_(float(len(dg.layers)))
+
+    # results ---------------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Per graph step: layers that swapped, blocks moved and their bytes; mean overlap."""
+        swaps, blocks, overlap, n = self.counters.tolist()
+        steps = max(self.steps_run, 1)
+        m = self.manager
+        st = next((s for s in m.layers if s.host is not None), None)
+        block_bytes = 0 if st is None else st.host[0].numel() * st.host.element_size()
+        return {"steps": self.steps_run, "swaps_per_step": swaps / steps, "blocks_per_step": blocks / steps,
+                "bytes_moved_per_step": blocks * block_bytes / steps, "mean_overlap": overlap / n if n else None}
+
+
+def offload_fast_generate(pipe: Any, ids: torch.Tensor, max_new_tokens: int, stop_at_eos: bool = True,
+                          **decoder_options: Any) -> Any:
+    """:func:`~sliminfer.core.graph_decode.fast_generate` for a pipeline whose cache is the offload
+    manager: prefill, ``recent_window`` eager steps through the manager, then the static decode."""
+    from sliminfer.core.graph_decode import FastGeneration
+    from sliminfer.core.timing import now
+
+    device = pipe.device
+    cache = pipe.new_cache(max_new_tokens)
+    start = now(device)
+    prefill = pipe.forward.prefill(ids, cache)
+    token = prefill.logits.argmax(dim=-1, keepdim=True)
+    ttft = now(device) - start
+    tokens = [int(token)]
+    position = prefill.prompt_tokens
+    eager = min(cache.config.recent_window, max_new_tokens - 1)
+    for _ in range(eager):
+        token = pipe.forward.decode_step(token, position, cache).argmax(dim=-1, keepdim=True)
+        tokens.append(int(token))
+        position += 1
+    remaining = max_new_tokens - len(tokens)
+    decoder = None
+    ready = end = now(device)
+    if remaining > 0:
+        decoder = OffloadStaticDecoder(pipe.adapter, cache, remaining + 1, **decoder_options)
+        decoder.load_offload(token, position)
+        ready = now(device)
+        decoder.decode(remaining)
+        end = now(device)
+        tokens += decoder.tokens(remaining + 1)[1:]
+    stopped_by = "max_new_tokens"
+    if stop_at_eos:
+        eos = pipe._eos_ids()
+        cut = next((i for i, t in enumerate(tokens) if t in eos), None)
+        if cut is not None:
+            tokens, stopped_by = tokens[: cut + 1], "eos"
+    text = pipe.tokenizer.decode(tokens, skip_special_tokens=True) if pipe.tokenizer is not None else ""
+    return FastGeneration(token_ids=tokens, prompt_tokens=int(ids.shape[1]), ttft_s=ttft,
+                          decode_s_per_token=(end - ready) / remaining if remaining > 0 else 0.0,
+                          setup_s=ready - start - ttft, total_s=end - start, prefill=prefill, decoder=decoder,
+                          stopped_by=stopped_by, text=text)

@@ -1,0 +1,99 @@
+"""The offload manager's static decode (sliminfer/core/offload_decode.py), on the CPU with tiny fp32
+models: the same tokens, active sets, slot placement and slot contents as the manager's eager decode
+(which tests/test_offload.py holds to an independent reference), the same swap counts, and clear
+errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import ARCHS, tiny_model
+
+from sliminfer import InputError, SlimPipeline
+from sliminfer.cache.block_copy import copy_blocks
+from sliminfer.core.graph_decode import fast_generate
+from sliminfer.core.offload_decode import OffloadStaticDecoder
+
+BLOCK, UNIT = 16, 4
+PRUNING = {
+    "scorer": {"name": "token_unit", "block_size": BLOCK, "unit_size": UNIT, "window": 4},
+    "schedule": {"name": "fixed", "layers": [1, 3], "budgets": [160, 64]},
+}
+
+
+def _pipe(arch: str, gamma: float, window: int = 4, selection: str = "token_unit") -> SlimPipeline:
+    cache = {"name": "offload", "block_size": BLOCK, "unit_size": UNIT, "decode_budget": 96, "gamma": gamma,
+             "recent_window": window, "selection": selection}
+    return SlimPipeline.from_pretrained(tiny_model(arch, seed=2), config={"pruning": PRUNING, "cache": cache})
+
+
+def _ids(n: int = 301) -> torch.Tensor:
+    return torch.randint(0, 256, (1, n), generator=torch.Generator().manual_seed(7))
+
+
+@torch.inference_mode()
+def _apply_pending(manager) -> None:
+    """What the eager manager would do at its next step: apply the selections still pending."""
+    manager._begin_step()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("gamma,window,selection", [(1.0, 4, "token_unit"), (0.5, 4, "token_unit"),
+                                                    (0.9, 2, "attention_unit")])
+def test_static_decode_equals_the_eager_manager(arch: str, gamma: float, window: int, selection: str) -> None:
+    new = 40
+    pipe = _pipe(arch, gamma, window, selection)
+    eager = pipe.generate(_ids(), max_new_tokens=new)
+    fast = fast_generate(pipe, _ids(), new, stop_at_eos=False)
+    assert fast.token_ids == eager.token_ids
+    decoder = fast.decoder
+    assert isinstance(decoder, OffloadStaticDecoder) and decoder.steps_run == new - 1 - window
+    manager = eager.prefill.cache
+    _apply_pending(manager)  # the decoder applied its last selection already (for a next step)
+    selecting = [st for st in manager.layers if st.selecting]
+    assert selecting
+    assert [st.slot_block for st in selecting] == [row for g in decoder.groups for row in g.slot_block.tolist()]
+    for layer, st in enumerate(manager.layers):  # every slot holds the same KV in both
+        n = st.slots * BLOCK
+        assert torch.equal(st.buf[0][:, :, :n], decoder.keys[layer][:, :, :n])
+        assert torch.equal(st.buf[1][:, :, :n], decoder.values[layer][:, :, :n])
+    stats = decoder.stats()
+    handed = fast.prefill.cache.stats()["swaps_total"]  # eager steps and the hand-over
+    assert handed + round(stats["swaps_per_step"] * stats["steps"]) == manager.stats()["swaps_total"]
+    if gamma == 1.0:
+        assert stats["swaps_per_step"] > 0 and stats["bytes_moved_per_step"] > 0
+
+
+def test_generate_fast_uses_the_offload_decoder() -> None:
+    pipe = _pipe("llama", 0.9)
+    fast = pipe.generate(_ids(), max_new_tokens=24, fast=True)
+    assert fast.token_ids == pipe.generate(_ids(), max_new_tokens=24).token_ids
+
+
+def test_short_generation_runs_eagerly_only() -> None:
+    pipe = _pipe("llama", 0.9)
+    out = fast_generate(pipe, _ids(), 3, stop_at_eos=False)
+    assert out.decoder is None and out.graph is False and len(out.token_ids) == 3
+    assert out.token_ids == pipe.generate(_ids(), max_new_tokens=3).token_ids
+
+
+def test_copy_blocks_copies_only_the_counted_blocks() -> None:
+    heads, d = 2, 4
+    source = torch.arange(5 * 2 * heads * BLOCK * d, dtype=torch.float32).view(5, 2, heads, BLOCK, d)
+    keys = torch.zeros(1, heads, 4 * BLOCK, d)
+    values = torch.zeros_like(keys)
+    copy_blocks(source, keys, values, torch.tensor([3, 1, 4]), torch.tensor([2, 0, 1]), torch.tensor([2]))
+    view_k, view_v = keys.view(1, heads, 4, BLOCK, d), values.view(1, heads, 4, BLOCK, d)
+    assert torch.equal(view_k[0, :, 2], source[3, 0]) and torch.equal(view_v[0, :, 2], source[3, 1])
+    assert torch.equal(view_k[0, :, 0], source[1, 0]) and torch.equal(view_v[0, :, 0], source[1, 1])
+    assert not view_k[0, :, 1].any() and not view_k[0, :, 3].any()  # count 2: the third pair is not copied
+
+
+def test_errors_name_the_problem() -> None:
+    pipe = _pipe("llama", 0.9)
+    with torch.inference_mode():
+        prefill = pipe.prefill(_ids(), reserve_tokens=8)
+    with pytest.raises(InputError, match="first decode steps"):
+        OffloadStaticDecoder(pipe.adapter, prefill.cache, 4)
+    with pytest.raises(InputError, match="attention: 'flash'"):
+        OffloadStaticDecoder(pipe.adapter, prefill.cache, 4, attention="flash")
