@@ -51,7 +51,6 @@ class _DeviceGroup:
     slot_block: torch.Tensor  # [layers, slots] the block each slot holds
     ring: torch.Tensor  # [layers, q_heads, window, d] recent queries
     ring_pos: torch.Tensor  # [1] next ring entry to overwrite
-    rows: dict[int, int]
 
 
 class OffloadStaticDecoder(StaticDecoder):
@@ -78,7 +77,6 @@ class OffloadStaticDecoder(StaticDecoder):
         self._side = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._forked = False
         self.groups: list[_DeviceGroup] = []
-        self._last_of: dict[int, _DeviceGroup] = {}
         self._row_of: dict[int, tuple[_DeviceGroup, int]] = {}
         self.counters = torch.zeros(4, dtype=torch.float64, device=device)  # swaps, blocks, overlap sum, n
         self.steps_run = 0
@@ -108,26 +106,14 @@ class OffloadStaticDecoder(StaticDecoder):
             self.bias[layer].fill_(float("-inf"))
             self.bias[layer][..., :used] = 0.0
             self.lens[layer] = used
-        self.groups, self._last_of, self._row_of = [], {}, {}
-        sink = m.config.sink_blocks
-        for g, group in enumerate(m.groups):
-            states = [m.layers[i] for i in group.layers]
-            slots = states[0].slots
-            forced = torch.tensor([[*range(sink), group.n_blocks - 1]] * len(states), dtype=torch.long)
-            ring = torch.cat([torch.cat(list(st.queries), dim=2) for st in states])  # [layers, q_heads, window, d]
-            dg = _DeviceGroup(
-                index=g, layers=list(group.layers), n_blocks=group.n_blocks, slots=slots,
-                forced=forced.to(self.device),
-                slot_block=torch.tensor([st.slot_block for st in states], dtype=torch.long, device=self.device),
-                ring=ring.clone(), ring_pos=torch.zeros(1, dtype=torch.long, device=self.device),
-                rows={layer: row for row, layer in enumerate(group.layers)},
-            )
-            if ring.shape[2] != m.config.recent_window:
-                raise InputError("offload decode: hand over after recent_window eager steps (full query windows)")
-            self.groups.append(dg)
-            self._last_of[group.layers[-1]] = dg
-            for layer in group.layers:
-                self._row_of[layer] = (dg, dg.rows[layer])
+        fresh = self._group_state()
+        if not self.groups:
+            self.groups = fresh
+            self._row_of = {layer: (dg, row) for dg in fresh for row, layer in enumerate(dg.layers)}
+        else:  # a captured graph holds these tensors: refill them in place
+            for dg, new in zip(self.groups, fresh):
+                for name in ("forced", "slot_block", "ring", "ring_pos"):
+                    getattr(dg, name).copy_(getattr(new, name))
         self.n_prompt.fill_(position)
         self.step.zero_()
         self.token.copy_(token.reshape(1, 1))
@@ -139,6 +125,25 @@ class OffloadStaticDecoder(StaticDecoder):
         if self.use_graph and self.graph is None and self.graph_error is None and self.max_new_tokens > 1:
             self._capture()
             self.load_offload(token, position)  # the capture's warm-up steps moved the state on
+
+    def _group_state(self) -> list[_DeviceGroup]:
+        """The manager's selecting groups as device state: forced blocks, slot contents, query rings."""
+        m = self.manager
+        sink = m.config.sink_blocks
+        groups = []
+        for g, group in enumerate(m.groups):
+            states = [m.layers[i] for i in group.layers]
+            if any(len(st.queries) != m.config.recent_window for st in states):
+                raise InputError("offload decode: hand over after recent_window eager steps (full query windows)")
+            forced = torch.tensor([[*range(sink), group.n_blocks - 1]] * len(states), dtype=torch.long)
+            groups.append(_DeviceGroup(
+                index=g, layers=list(group.layers), n_blocks=group.n_blocks, slots=states[0].slots,
+                forced=forced.to(self.device),
+                slot_block=torch.tensor([st.slot_block for st in states], dtype=torch.long, device=self.device),
+                ring=torch.cat([torch.cat(list(st.queries), dim=2) for st in states]),  # [layers, q_heads, window, d]
+                ring_pos=torch.zeros(1, dtype=torch.long, device=self.device),
+            ))
+        return groups
 
     def decode(self, steps: int) -> None:
         super().decode(steps)
