@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from sliminfer.core.errors import UnsupportedModelError
+from sliminfer.models.decode_parts import DecodeParts
 from sliminfer.models.sharding import HeadShards, find_head_shards
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 PositionEmbeddings = tuple[torch.Tensor, torch.Tensor]
 
 
-class ModelAdapter:
+class ModelAdapter(DecodeParts):
     """Adapter for decoder-only models laid out like Llama: ``model.model.{embed_tokens, layers, norm,
     rotary_emb}`` and layers with ``input_layernorm, self_attn, post_attention_layernorm, mlp``."""
 
@@ -182,17 +183,12 @@ class ModelAdapter:
         return hidden + block.mlp(block.post_attention_layernorm(hidden))
 
     def window_queries(self, layer: int, hidden: torch.Tensor, position_embeddings: PositionEmbeddings) -> torch.Tensor:
-        """Queries of ``hidden``'s tokens at ``layer`` as the attention sees them: ``[b, q_heads, n, d]``."""
-        block = self.layers[layer]
-        attn = block.self_attn
-        x = block.input_layernorm(hidden)
-        q = self._project_queries(attn, x)
-        cos, sin = position_embeddings
-        q, _ = self._rope(q, q[:, :1], cos, sin)
-        return q
+        """Queries of ``hidden``'s tokens at ``layer`` as the attention sees them: ``[b, q_heads, n, d]``.
 
-    def _project_queries(self, attn: Any, x: torch.Tensor) -> torch.Tensor:
-        return attn.q_proj(x).view(*x.shape[:-1], -1, attn.head_dim).transpose(1, 2)
+        The decode parts' own computation (:meth:`DecodeParts.decode_qkv`: input norm, projections,
+        any q norm, RoPE), so scoring and decoding cannot drift apart; the window's keys and values (a
+        few tokens) come along and are dropped."""
+        return self.decode_qkv(layer, hidden, position_embeddings)[0]
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm and LM head of the given tokens: ``[b, n, vocab]``."""

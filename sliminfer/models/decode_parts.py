@@ -6,9 +6,9 @@ buffers and run the attention itself, so it needs the parts around that call sep
 keys and values exactly as the attention module computes them (projections with any bias, Qwen3's
 per-head q/k norms, RoPE), the softmax scale, and the output projection.
 
-``DecodeParts`` is a mixin for :class:`~sliminfer.models.base.ModelAdapter` (Llama layout; a model
-laid out differently overrides these methods in its adapter). Until adapters inherit it,
-:func:`bind_decode_parts` binds its methods to any adapter.
+``DecodeParts`` is a base of :class:`~sliminfer.models.base.ModelAdapter` (Llama layout; a model laid
+out differently overrides these methods in its adapter); :func:`bind_decode_parts` also binds its
+methods to an adapter object that does not inherit it (a third-party adapter).
 """
 
 from __future__ import annotations

@@ -6,10 +6,6 @@ would cover, and Qwen2.5's released checkpoints do not enable them.
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-
 from sliminfer.models.base import ModelAdapter
 
 
@@ -20,9 +16,6 @@ class Qwen2Adapter(ModelAdapter):
 
 
 class Qwen3Adapter(ModelAdapter):
-    """Qwen3 decoder: queries pass the per-head q_norm before RoPE."""
+    """Qwen3 decoder: queries and keys pass per-head RMS norms before RoPE (DecodeParts.decode_qkv)."""
 
     model_types = ("qwen3",)
-
-    def _project_queries(self, attn: Any, x: torch.Tensor) -> torch.Tensor:
-        return attn.q_norm(attn.q_proj(x).view(*x.shape[:-1], -1, attn.head_dim)).transpose(1, 2)
