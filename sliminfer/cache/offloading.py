@@ -37,6 +37,15 @@ layer's attention. No host synchronisation happens in the steady state: the firs
 synchronises once (initial selections), and a swap costs host work, never a wait. On the CPU the same
 logic runs with plain copies (that is what CI checks).
 
+Copies: the chosen blocks are gathered straight from pinned host memory by one kernel per layer
+(:mod:`sliminfer.cache.host_alias`), instead of one copy per run of consecutive blocks; a group's
+layers upload their block and slot ids together and share one event.
+
+Static decode: ``generate(fast=True)`` (``fast_generate``) runs the first ``recent_window`` steps
+here, then hands the state to :class:`~sliminfer.core.offload_decode.OffloadStaticDecoder`, which does
+the same selection, slot assignment and copies on the device so that the step can be replayed as a
+CUDA graph (equal to this manager's decode: tests/test_offload_decode.py).
+
 Layers that select with the same number of blocks and consecutive indices form a group, scored
 together in one batched scorer call (the paper's schedule gives three or four groups), which keeps
 the per-step overhead to a few kernel launches per group.
