@@ -1,0 +1,95 @@
+"""Where a graph-replayed decode step's GPU time goes: kernels grouped by kind, per step.
+
+Llama-3.1-8B configuration, random bf16 weights, the paper's schedule, a 32k prompt; the static
+decoder with split-KV attention, not compiled (compiling takes a minute; the compiled step fuses the
+small elementwise kernels further); ``torch.profiler`` over ``--steps`` graph replays. Prints each
+kernel group's GPU ms per step and share, beside the bandwidth floor of the step (weights + KV read),
+and writes ``decode_profile.json`` under ``--out``.
+
+    PYTHONPATH=/tmp/site:$PWD python3 benchmarks/gpu/decode_profile.py --out $OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from offload_bench import SCHEDULE, build_model, random_ids  # noqa: E402
+
+from sliminfer import SlimPipeline  # noqa: E402
+from sliminfer.bench.cost import H100_SXM_BANDWIDTH, ModelCost  # noqa: E402
+from sliminfer.core.graph_decode import StaticDecoder  # noqa: E402
+
+GROUPS = (("gemv/gemm (projections, MLP, LM head)", ("gemm", "gemv", "nvjet", "cutlass", "sm90")),
+          ("attention scores / values (bmm)", ("bmm",)),
+          ("softmax / reductions", ("softmax", "reduce", "sum")),
+          ("copies / index (KV write, masks)", ("copy", "index", "scatter", "fill")),
+          ("elementwise (norms, RoPE, residual, SiLU)", ("elementwise", "vectorized", "unrolled", "pow", "mul",
+                                                          "add", "rsqrt", "silu", "cat")))
+
+
+def group_of(name: str) -> str:
+    low = name.lower()
+    for label, keys in GROUPS:
+        if any(k in low for k in keys):
+            return label
+    return "other"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompt", type=int, default=32768)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--out", default=os.environ.get("OUT", "out"))
+    args = parser.parse_args()
+    model = build_model()
+    pipe = SlimPipeline.from_pretrained(model, config={"pruning": {"schedule": SCHEDULE}})
+    ids = random_ids(args.prompt, model.config.vocab_size, seed=1)
+    prefill = pipe.prefill(ids)
+    token = prefill.logits.argmax(-1, keepdim=True)
+    decoder = StaticDecoder.for_prefill(pipe.adapter, prefill, 2 * args.steps + 1, attention="split", compile=False)
+    decoder.load(prefill, token)  # captures the graph
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    decoder.decode(args.steps)
+    end.record()
+    end.synchronize()
+    wall_ms = start.elapsed_time(end) / args.steps
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        decoder.decode(args.steps)
+        torch.cuda.synchronize()
+    per_group: dict[str, float] = defaultdict(float)
+    kernels = []
+    for e in prof.key_averages():
+        if e.device_time_total <= 0 or e.key.startswith("aten::"):
+            continue
+        ms = e.device_time_total / 1e3 / args.steps
+        per_group[group_of(e.key)] += ms
+        kernels.append({"name": e.key[:100], "calls_per_step": e.count / args.steps, "ms_per_step": ms})
+    total = sum(per_group.values())
+    cost = ModelCost.of(model)
+    floor_ms = cost.decode_floor_s(prefill.tokens_per_layer, args.steps, H100_SXM_BANDWIDTH) * 1e3
+    print(f"graph decode (split-KV, not compiled), {args.prompt} prompt: {wall_ms:.2f} "
+          f"ms/token wall; GPU kernels {total:.2f} ms/step; bandwidth floor {floor_ms:.2f} ms")
+    for label, ms in sorted(per_group.items(), key=lambda kv: -kv[1]):
+        print(f"  {ms:7.3f} ms  {ms / total:6.1%}  {label}")
+    kernels.sort(key=lambda k: -k["ms_per_step"])
+    for k in kernels[:12]:
+        print(f"    {k['ms_per_step']:7.3f} ms  x{k['calls_per_step']:<5.0f} {k['name']}")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "decode_profile.json").write_text(json.dumps(
+        {"prompt": args.prompt, "steps": args.steps, "wall_ms_per_token": wall_ms,
+         "gpu_ms_per_step": total, "floor_ms": floor_ms, "groups": per_group, "kernels": kernels[:40]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
