@@ -190,3 +190,21 @@ def test_fused_projections_share_storage_and_change_nothing(arch: str) -> None:
     assert attn.k_proj.weight.data_ptr() == w_qkv[attn.q_proj.weight.shape[0]:].data_ptr()
     assert sum(p.numel() for p in pipe.model.parameters()) == params
     assert torch.equal(pipe.prefill(ids).logits, before)
+
+
+def test_eager_decode_steps_exclude_cudnn_attention_on_cuda() -> None:
+    """cuDNN builds an execution plan per new KV length (a decode step meets new lengths every step)."""
+    from sliminfer.core.forward import decode_attention_kernels
+
+    with decode_attention_kernels(torch.device("cuda")):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
+    with decode_attention_kernels(torch.device("cpu")):
+        assert torch.backends.cuda.cudnn_sdp_enabled() == torch.backends.cuda.cudnn_sdp_enabled()
+
+
+def test_no_device_alias_without_cuda_and_pinned_memory() -> None:
+    from sliminfer.cache.host_alias import device_alias
+
+    assert device_alias(torch.zeros(4), torch.device("cpu")) is None
+    assert device_alias(torch.zeros(4), torch.device("cuda")) is None  # not pinned (no CUDA here)

@@ -97,3 +97,26 @@ def test_errors_name_the_problem() -> None:
         OffloadStaticDecoder(pipe.adapter, prefill.cache, 4)
     with pytest.raises(InputError, match="attention: 'flash'"):
         OffloadStaticDecoder(pipe.adapter, prefill.cache, 4, attention="flash")
+
+
+def test_bench_grid_times_the_offload_static_decode(tmp_path) -> None:
+    import json
+
+    from sliminfer.cli.main import main
+
+    cache = ("cache={name: offload, block_size: 16, unit_size: 4, decode_budget: 96, gamma: 0.9}")
+    pruning = ("pruning={scorer: {name: token_unit, block_size: 16, unit_size: 4, window: 4}, "
+               "schedule: {name: fixed, layers: [1], budgets: [64]}}")
+    assert main(["bench", "--shape", "tiny-llama", "model.device=cpu", "model.dtype=float32", pruning, cache,
+                 "--prompt-lengths", "320", "--output-lengths", "12", "--repeats", "1", "--warmup", "0",
+                 "--modes", "sliminfer", "--no-ttft", "--out", str(tmp_path), "--name", "o", "--no-plot"]) == 0
+    (e2e,) = json.loads((tmp_path / "o.json").read_text())["points"][0]["e2e"]
+    assert e2e["graph"]["status"] == "ok" and e2e["graph"]["new_tokens_made"] == 12
+    assert e2e["graph_matches_eager_tokens"] == 1.0
+    assert e2e["graph"]["offload"]["steps"] == 12 - 1 - 4
+
+
+def test_compile_is_refused_with_a_reason() -> None:
+    pipe = _pipe("llama", 0.9)
+    with pytest.raises(InputError, match="compile: True"):
+        fast_generate(pipe, _ids(), 12, stop_at_eos=False, compile=True)

@@ -268,12 +268,16 @@ def _generation_info(out: Any) -> dict[str, Any]:
 
 
 def _fast_info(out: Any) -> dict[str, Any]:
-    decoder = out.decoder
-    return {"new_tokens_made": len(out.token_ids), "ttft_s": out.ttft_s,
-            "decode_ms_per_token": out.decode_s_per_token * 1e3, "setup_s": out.setup_s,
-            "graph": decoder.graph is not None, "graph_error": decoder.graph_error, "attention": decoder.attention,
-            "compiled": decoder.compiled, "capture_s": decoder.capture_s, "static_kv_bytes": decoder.kv_bytes(),
-            "tokens": out.token_ids}
+    decoder = out.decoder  # None when every step ran eagerly (an offload pipeline's first steps)
+    info = {"new_tokens_made": len(out.token_ids), "ttft_s": out.ttft_s,
+            "decode_ms_per_token": out.decode_s_per_token * 1e3, "setup_s": out.setup_s, "graph": out.graph,
+            "attention": out.attention, "tokens": out.token_ids}
+    if decoder is not None:
+        info.update(graph_error=decoder.graph_error, compiled=decoder.compiled, capture_s=decoder.capture_s,
+                    static_kv_bytes=decoder.kv_bytes())
+    if hasattr(decoder, "stats"):  # the offload manager's static decoder: swaps and bytes moved
+        info["offload"] = decoder.stats()
+    return info
 
 
 def _agreeing_prefix(a: Sequence[int], b: Sequence[int]) -> int:

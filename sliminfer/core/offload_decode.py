@@ -57,9 +57,8 @@ class OffloadStaticDecoder(StaticDecoder):
     """Static decode for a prompt whose KV the offload manager holds (see the module docstring)."""
 
     def __init__(self, adapter: ModelAdapter, manager: OffloadingKVManager, max_new_tokens: int,
-                 *, attention: str = "auto", graph: bool | None = None) -> None:
-        if attention not in ("auto", "split", "sdpa"):
-            raise InputError(f"attention: {attention!r}; the offload decode takes 'auto', 'split' or 'sdpa'")
+                 *, attention: str = "auto", graph: bool | None = None, compile: bool | None = None) -> None:
+        self.check_options(attention=attention, compile=compile)
         if manager.step < 0 or any(st is None or st.buf is None for st in manager.layers):
             raise InputError("offload decode: run the manager's first decode steps before handing over")
         device = manager.device
@@ -80,6 +79,15 @@ class OffloadStaticDecoder(StaticDecoder):
         self._row_of: dict[int, tuple[_DeviceGroup, int]] = {}
         self.counters = torch.zeros(4, dtype=torch.float64, device=device)  # swaps, blocks, overlap sum, n
         self.steps_run = 0
+
+    @staticmethod
+    def check_options(attention: str = "auto", compile: bool | None = None, **_: Any) -> None:
+        """Refuse options this decoder does not support, before any work is done."""
+        if attention not in ("auto", "split", "sdpa"):
+            raise InputError(f"attention: {attention!r}; the offload decode takes 'auto', 'split' or 'sdpa'")
+        if compile:
+            raise InputError("compile: True; the offload static decoder is not compiled yet (its block copies and "
+                             "side stream stay outside torch.compile); leave compile unset or False")
 
     # hand-over -----------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -214,6 +222,7 @@ def offload_fast_generate(pipe: Any, ids: torch.Tensor, max_new_tokens: int, sto
     from sliminfer.core.graph_decode import FastGeneration
     from sliminfer.core.timing import now
 
+    OffloadStaticDecoder.check_options(**decoder_options)
     device = pipe.device
     cache = pipe.new_cache(max_new_tokens)
     start = now(device)
