@@ -19,7 +19,9 @@ import torch
 from sliminfer import SlimPipeline
 from sliminfer.assets.texts import essay_text
 
-PRESETS = ("smollm2-135m-offload", "smollm2-135m-offload-attn")
+HERE = Path(__file__).resolve().parent
+PRESETS = ("smollm2-135m-offload", "smollm2-135m-offload-attn", str(HERE / "configs/smollm2-135m-offload-attn-1024.yaml"),
+           str(HERE / "configs/smollm2-135m-offload-attn-2048.yaml"))
 PROMPT, STEPS = 4096, 64
 
 
@@ -39,6 +41,7 @@ def main() -> None:
         steps = s["steps"] - 1  # step 0 loads the first active sets
         selecting = len(s["selecting_layers"])
         options = result.cache.config  # the validated manager options, defaults filled in
+        preset = Path(preset).stem
         out["presets"][preset] = {
             "decode_budget": options.decode_budget, "selection": options.selection, "gamma": options.gamma,
             "selecting_layers": selecting,
@@ -49,7 +52,7 @@ def main() -> None:
             "gpu_prompt_kv_fraction": s["gpu_prompt_kv_bytes"] / result.full_kv_bytes,
         }
         print(preset, json.dumps(out["presets"][preset]), flush=True)
-    path = Path(__file__).resolve().parent / "results" / "offload_swaps.json"
+    path = HERE / "results" / "offload_swaps.json"
     path.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {path}")
 
