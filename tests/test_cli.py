@@ -56,3 +56,14 @@ def test_run_prints_answer_and_stats(capsys) -> None:
                  "What is the capital of France?"]) == 0
     out = capsys.readouterr().out
     assert "Paris" in out and "prompt tokens" in out
+
+
+@pytest.mark.real_weights
+@pytest.mark.parametrize("preset", ["smollm2-135m", "smollm2-135m-offload-attn"])
+def test_run_fast_gives_the_same_answer(preset: str, capsys) -> None:
+    """--fast: the static decode (the offload manager's own one for the offload preset)."""
+    args = ["run", preset, "generation.max_new_tokens=12", "--prompt", "What is the capital of France?"]
+    assert main(args) == 0
+    eager = capsys.readouterr().out.split("\n[")[0]
+    assert main([*args, "--fast"]) == 0
+    assert capsys.readouterr().out.split("\n[")[0] == eager

@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--prompt", help="prompt text")
     src.add_argument("--prompt-file", type=Path, help="file holding the prompt text")
     parser.add_argument("--no-chat", action="store_true", help="do not wrap the prompt in the chat template")
+    parser.add_argument("--fast", action="store_true",
+                        help="greedy decode with static buffers, replayed as a CUDA graph on GPUs (no stop strings)")
     parser.set_defaults(func=_run)
 
 
@@ -27,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(f"--prompt-file: {str(args.prompt_file)!r} is not a file")
     prompt = args.prompt if args.prompt is not None else args.prompt_file.read_text(encoding="utf-8")
     pipe = SlimPipeline.from_config(load_config(args.config, args.overrides))
-    out = pipe.generate(prompt, chat_template=False if args.no_chat else None)
+    out = pipe.generate(prompt, chat_template=False if args.no_chat else None, fast=args.fast)
     print(out.text)
     pre = out.prefill
     print(
