@@ -120,3 +120,9 @@ def test_compile_is_refused_with_a_reason() -> None:
     pipe = _pipe("llama", 0.9)
     with pytest.raises(InputError, match="compile: True"):
         fast_generate(pipe, _ids(), 12, stop_at_eos=False, compile=True)
+
+
+def test_pipeline_keeps_no_offload_decoder_between_requests() -> None:
+    pipe = _pipe("llama", 0.9)
+    pipe.generate(_ids(), max_new_tokens=12, fast=True)
+    assert pipe._static_decoder is None  # it would pin the request's host KV until the next call

@@ -169,7 +169,8 @@ class SlimPipeline:
         from sliminfer.core.graph_decode import fast_generate
 
         out = fast_generate(self, ids, max_new_tokens, decoder=self._static_decoder)
-        self._static_decoder = out.decoder  # reused (graph included) while later prompts fit
+        # reused (graph included) while later prompts fit; the offload decoder holds one request's host KV
+        self._static_decoder = out.decoder if self.config.cache.name != "offload" else None
         return GenerationResult(token_ids=out.token_ids, text=out.text, prompt_tokens=out.prompt_tokens,
                                 ttft_s=out.ttft_s, decode_s_per_token=out.decode_s_per_token, total_s=out.total_s,
                                 prefill=out.prefill, stopped_by=out.stopped_by)
