@@ -95,15 +95,11 @@ class OffloadStaticDecoder(StaticDecoder):
         """Take the manager's state (after its eager steps): buffers, slots, recent queries; ``token`` is
         the last generated token, to be fed at ``position``."""
         m = self.manager
+        for group in m.groups:  # the last eager step's selections: apply them now, as step t + 1 would
+            if group.pending:
+                m._apply_group(group)
         if m.cuda:
-            for group in m.groups:  # the last eager step's selections: apply them now, as step t + 1 would
-                if group.pending:
-                    m._apply_group(group)
-            torch.cuda.synchronize(self.device)
-        else:
-            for group in m.groups:
-                if group.pending:
-                    m._apply_group(group)
+            torch.cuda.synchronize(self.device)  # those copies are in the manager's buffers before we read them
         bs = m.config.block_size
         for layer, st in enumerate(m.layers):
             used = st.slots * bs + st.n_tail + st.generated
