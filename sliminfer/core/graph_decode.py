@@ -457,7 +457,16 @@ def fast_generate(
     steps = max_new_tokens - 1
     decoder.decode(steps)
     end = now(device)
-    tokens = decoder.tokens(max_new_tokens)
+    return finish_generation(pipe, decoder.tokens(max_new_tokens), stop_at_eos, prompt_tokens=int(ids.shape[1]),
+                             times=(start, ttft, ready, end), steps=steps, prefill=prefill, decoder=decoder)
+
+
+def finish_generation(pipe: SlimPipeline, tokens: list[int], stop_at_eos: bool, *, prompt_tokens: int,
+                      times: tuple[float, float, float, float], steps: int, prefill: PrefillResult,
+                      decoder: StaticDecoder | None) -> FastGeneration:
+    """Cut ``tokens`` after the first EOS (with ``stop_at_eos``), decode the text, and time the parts:
+    ``times`` = (start, TTFT, decode start, end); ``steps`` = the timed decode steps."""
+    start, ttft, ready, end = times
     stopped_by = "max_new_tokens"
     if stop_at_eos:
         eos = pipe._eos_ids()
@@ -467,7 +476,7 @@ def fast_generate(
     text = pipe.tokenizer.decode(tokens, skip_special_tokens=True) if pipe.tokenizer is not None else ""
     return FastGeneration(
         token_ids=tokens,
-        prompt_tokens=int(ids.shape[1]),
+        prompt_tokens=prompt_tokens,
         ttft_s=ttft,
         decode_s_per_token=(end - ready) / steps if steps else 0.0,
         setup_s=ready - start - ttft,

@@ -33,7 +33,8 @@ import torch
 from sliminfer.cache.block_copy import copy_blocks, device_copy_available
 from sliminfer.cache.offloading import OffloadingKVManager
 from sliminfer.core.errors import InputError
-from sliminfer.core.graph_decode import StaticDecoder
+from sliminfer.core.graph_decode import StaticDecoder, finish_generation
+from sliminfer.core.timing import now
 
 if TYPE_CHECKING:
     from sliminfer.models.base import ModelAdapter
@@ -215,9 +216,6 @@ def offload_fast_generate(pipe: Any, ids: torch.Tensor, max_new_tokens: int, sto
                           **decoder_options: Any) -> Any:
     """:func:`~sliminfer.core.graph_decode.fast_generate` for a pipeline whose cache is the offload
     manager: prefill, ``recent_window`` eager steps through the manager, then the static decode."""
-    from sliminfer.core.graph_decode import FastGeneration
-    from sliminfer.core.timing import now
-
     OffloadStaticDecoder.check_options(**decoder_options)
     device = pipe.device
     cache = pipe.new_cache(max_new_tokens)
@@ -242,14 +240,6 @@ def offload_fast_generate(pipe: Any, ids: torch.Tensor, max_new_tokens: int, sto
         decoder.decode(remaining)
         end = now(device)
         tokens += decoder.tokens(remaining + 1)[1:]
-    stopped_by = "max_new_tokens"
-    if stop_at_eos:
-        eos = pipe._eos_ids()
-        cut = next((i for i, t in enumerate(tokens) if t in eos), None)
-        if cut is not None:
-            tokens, stopped_by = tokens[: cut + 1], "eos"
-    text = pipe.tokenizer.decode(tokens, skip_special_tokens=True) if pipe.tokenizer is not None else ""
-    return FastGeneration(token_ids=tokens, prompt_tokens=int(ids.shape[1]), ttft_s=ttft,
-                          decode_s_per_token=(end - ready) / remaining if remaining > 0 else 0.0,
-                          setup_s=ready - start - ttft, total_s=end - start, prefill=prefill, decoder=decoder,
-                          stopped_by=stopped_by, text=text)
+    return finish_generation(pipe, tokens, stop_at_eos, prompt_tokens=int(ids.shape[1]),
+                             times=(start, ttft, ready, end), steps=remaining, prefill=prefill,
+                             decoder=decoder)
