@@ -79,7 +79,6 @@ class OffloadStaticDecoder(StaticDecoder):
         self.groups: list[_DeviceGroup] = []
         self._row_of: dict[int, tuple[_DeviceGroup, int]] = {}
         self.counters = torch.zeros(4, dtype=torch.float64, device=device)  # swaps, blocks, overlap sum, n
-        self.steps_run = 0
 
     @staticmethod
     def check_options(attention: str = "auto", compile: bool | None = None, **_: Any) -> None:
@@ -126,7 +125,6 @@ class OffloadStaticDecoder(StaticDecoder):
         self.generated[:1].copy_(token.reshape(1))
         self.counters.zero_()
         self._steps_done = 0
-        self.steps_run = 0
         if self.use_graph and self.graph is None and self.graph_error is None and self.max_new_tokens > 1:
             self._capture()
             self.load_offload(token, position)  # the capture's warm-up steps moved the state on
@@ -150,9 +148,10 @@ class OffloadStaticDecoder(StaticDecoder):
             ))
         return groups
 
-    def decode(self, steps: int) -> None:
-        super().decode(steps)
-        self.steps_run += steps
+    @property
+    def steps_run(self) -> int:
+        """Graph (or static) steps since the hand-over: the counters cover exactly these."""
+        return self._steps_done or 0
 
     # inside the step -------------------------------------------------------------------------------
     def _after_layer(self, layer: int, q: torch.Tensor) -> None:
