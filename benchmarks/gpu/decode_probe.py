@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from offload_bench import SCHEDULE, build_model, free, random_ids  # noqa: E402
+from offload_bench import SCHEDULE, build_model, free, random_ids, timed_step  # noqa: E402
 
 from sliminfer import SlimPipeline  # noqa: E402
 
@@ -34,13 +34,9 @@ def step_times(pipe: SlimPipeline, ids: torch.Tensor, reserve: int, steps: int) 
     token, position = prefill.logits.argmax(-1, keepdim=True), ids.shape[1]
     times = []
     for i in range(steps + 2):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        token = pipe.forward.decode_step(token, position, prefill.cache).argmax(-1, keepdim=True)
-        end.record()
-        end.synchronize()
+        token, gpu, _ = timed_step(pipe, token, position, prefill.cache)
         if i >= 2:
-            times.append(start.elapsed_time(end))
+            times.append(gpu)
         position += 1
     return times, (prefill, token, position)
 

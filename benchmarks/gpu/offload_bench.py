@@ -178,23 +178,29 @@ def check_cuda_paths(steps: int = 24) -> dict[str, Any]:
     return out
 
 
+def timed_step(pipe: SlimPipeline, token: torch.Tensor, position: int, cache: Any) -> tuple[torch.Tensor, float, float]:
+    """One eager greedy ``decode_step``: (next token, CUDA-event ms, host wall ms). The host reads the
+    token, as ``generate()`` does."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    t = time.perf_counter()
+    start.record()
+    token = pipe.forward.decode_step(token, position, cache).argmax(-1, keepdim=True)
+    end.record()
+    int(token)
+    end.synchronize()
+    return token, start.elapsed_time(end), (time.perf_counter() - t) * 1e3
+
+
 def time_decode(pipe: SlimPipeline, prefill: Any, steps: int, warmup: int) -> dict[str, Any]:
     """Eager greedy decode_steps; per step a CUDA-event interval and the host wall time."""
     cache, position = prefill.cache, prefill.prompt_tokens
     token = prefill.logits.argmax(-1, keepdim=True)
     gpu_ms, wall_ms = [], []
     for i in range(warmup + steps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        t = time.perf_counter()
-        start.record()
-        logits = pipe.forward.decode_step(token, position, cache)
-        token = logits.argmax(-1, keepdim=True)
-        end.record()
-        int(token)  # the host reads every token, as generate() does
-        end.synchronize()
+        token, gpu, wall = timed_step(pipe, token, position, cache)
         if i >= warmup:
-            gpu_ms.append(start.elapsed_time(end))
-            wall_ms.append((time.perf_counter() - t) * 1e3)
+            gpu_ms.append(gpu)
+            wall_ms.append(wall)
         position += 1
     return {"ms_per_token": statistics.median(gpu_ms), "wall_ms_per_token": statistics.median(wall_ms),
             "ms_per_token_all": gpu_ms}
@@ -217,14 +223,9 @@ def time_interleaved(pipes: dict[str, SlimPipeline], ids: torch.Tensor, steps: i
     for i in range(warmup + steps):
         for name, pipe in pipes.items():
             prefill, token, position = state[name]
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            token = pipe.forward.decode_step(token, position, prefill.cache).argmax(-1, keepdim=True)
-            end.record()
-            int(token)  # the host reads every token, as generate() does
-            end.synchronize()
+            token, gpu, _ = timed_step(pipe, token, position, prefill.cache)
             if i >= warmup:
-                times[name].append(start.elapsed_time(end))
+                times[name].append(gpu)
             state[name][1:] = [token, position + 1]
     del state
     free()
