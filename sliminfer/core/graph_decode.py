@@ -295,17 +295,28 @@ class StaticDecoder:
         except Exception as exc:  # noqa: BLE001 - fall back to running the static step eagerly
             self.graph = None
             self.graph_error = f"{type(exc).__name__}: {exc}"
-            self._step_fn, self.compiled = self._step, False  # and uncompiled: no second compilation
+            self._uncompile()
             torch.cuda.synchronize(self.device)
         self.capture_s = time.perf_counter() - start
 
     def _step(self) -> torch.Tensor:
+        return self._segment(None, 0, self.adapter.num_layers)
+
+    def _segment(self, carry: Any, first: int, last: int) -> Any:
+        """Layers ``first .. last - 1`` of one decode step. The segment that starts at layer 0 embeds the
+        token; the one that ends at the last layer computes the logits, writes the greedy token and moves
+        the step on, and returns the logits. Any other segment returns its carry (hidden, RoPE, slots,
+        used): a subclass that must run uncompiled work between layers (offload: the block copies)
+        compiles the segments and calls them in turn."""
         adapter, parts = self.adapter, self._parts
-        hidden = adapter.embed(self.token)
-        pe = adapter.rotary(hidden, (self.n_prompt + self.step).view(1, 1))
-        slots = self.lens + self.step  # this token's slot in every layer's buffer
-        used = (slots + 1).to(torch.int32) if self._flash is not None else None
-        for layer in range(adapter.num_layers):
+        if first == 0:
+            hidden = adapter.embed(self.token)
+            pe = adapter.rotary(hidden, (self.n_prompt + self.step).view(1, 1))
+            slots = self.lens + self.step  # this token's slot in every layer's buffer
+            used = (slots + 1).to(torch.int32) if self._flash is not None else None
+        else:
+            hidden, pe, slots, used = carry
+        for layer in range(first, last):
             q, k, v = parts.qkv(layer, hidden, pe)
             slot = slots[layer : layer + 1]
             self.keys[layer].index_copy_(2, slot, k)
@@ -314,7 +325,8 @@ class StaticDecoder:
             hidden = parts.output(layer, hidden, out)
             hidden = parts.mlp(layer, hidden)
             self._after_layer(layer, q)
-        self._after_layers()
+        if last < adapter.num_layers:
+            return hidden, pe, slots, used
         logits = adapter.logits(hidden)[:, -1]
         picked = logits.argmax(dim=-1)
         self.token.copy_(picked.view(1, 1))
@@ -323,10 +335,11 @@ class StaticDecoder:
         return logits
 
     def _after_layer(self, layer: int, q: torch.Tensor) -> None:
-        """Hook for subclasses that manage the buffers' contents during the step (offload: queries)."""
+        """Hook for subclasses that keep state from inside the step (offload: the recent queries)."""
 
-    def _after_layers(self) -> None:
-        """Hook for subclasses: the step's last point before the logits (offload: join the copy stream)."""
+    def _uncompile(self) -> None:
+        """Run the step uncompiled from now on (after a failed capture: no second compilation)."""
+        self._step_fn, self.compiled = self._step, False
 
     def _attend(self, layer: int, q: torch.Tensor, slot: torch.Tensor, used: torch.Tensor | None) -> torch.Tensor:
         """Attention of the one query token over the layer's buffer; ``[1, 1, q_heads * d]``."""

@@ -18,6 +18,10 @@ selection and the swaps onto the device, so a whole step can be captured and rep
   overlap the later layers; the next step reads the new blocks. That is the manager's timing: the
   selection from the queries of steps <= t applies at step t + 1.
 
+On GPUs the layers are compiled (``torch.compile``, like the GPU-resident decoder) in segments that end
+after each selecting group's last layer; the selection and the copies run uncompiled between the
+segments (they launch on the side stream and a Triton kernel), and the whole step is still one graph.
+
 The first ``recent_window`` steps run eagerly through the manager (step 0 chooses each layer's first
 active set from its own query; the ring then holds full windows), then the state is handed over.
 Counters (swaps, blocks moved, overlap) accumulate on the device and are read once at the end.
@@ -25,6 +29,7 @@ Counters (swaps, blocks moved, overlap) accumulate on the device and are read on
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +43,10 @@ from sliminfer.core.timing import now
 
 if TYPE_CHECKING:
     from sliminfer.models.base import ModelAdapter
+
+# compiled entries allowed per code object while this decoder compiles: its segments (one per selecting
+# group, plus the last) for each decoder shape a process builds
+COMPILED_ENTRIES = 64
 
 
 @dataclass
@@ -59,7 +68,7 @@ class OffloadStaticDecoder(StaticDecoder):
 
     def __init__(self, adapter: ModelAdapter, manager: OffloadingKVManager, max_new_tokens: int,
                  *, attention: str = "auto", graph: bool | None = None, compile: bool | None = None) -> None:
-        self.check_options(attention=attention, compile=compile)
+        self.check_options(attention=attention)
         if manager.step < 0 or any(st is None or st.buf is None for st in manager.layers):
             raise InputError("offload decode: run the manager's first decode steps before handing over")
         device = manager.device
@@ -74,6 +83,14 @@ class OffloadStaticDecoder(StaticDecoder):
         any_buf = manager.layers[0].buf
         super().__init__(adapter, caps, max_new_tokens, dtype=any_buf.dtype, device=device,
                          attention="split" if attention == "auto" else attention, graph=graph, compile=False)
+        # compiled like the GPU-resident decoder (on GPUs by default), but segment by segment: the copies
+        # run uncompiled between the segments (see _step)
+        self.compiled = self.device.type == "cuda" if compile is None else bool(compile)
+        self._segment_fn = torch.compile(self._segment, dynamic=False) if self.compiled else self._segment
+        ends = {group.layers[-1] + 1: g for g, group in enumerate(manager.groups)}
+        bounds = sorted(set(ends) | {adapter.num_layers})
+        # (first layer, end layer, the group that reselects after the segment or None)
+        self._segments = [(first, last, ends.get(last)) for first, last in zip([0, *bounds[:-1]], bounds)]
         self._side = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._forked = False
         self.groups: list[_DeviceGroup] = []
@@ -81,13 +98,10 @@ class OffloadStaticDecoder(StaticDecoder):
         self.counters = torch.zeros(4, dtype=torch.float64, device=device)  # swaps, blocks, overlap sum, n
 
     @staticmethod
-    def check_options(attention: str = "auto", compile: bool | None = None, **_: Any) -> None:
+    def check_options(attention: str = "auto", **_: Any) -> None:
         """Refuse options this decoder does not support, before any work is done."""
         if attention not in ("auto", "split", "sdpa"):
             raise InputError(f"attention: {attention!r}; the offload decode takes 'auto', 'split' or 'sdpa'")
-        if compile:
-            raise InputError("compile: True; the offload static decoder is not compiled yet (its block copies and "
-                             "side stream stay outside torch.compile); leave compile unset or False")
 
     # hand-over -----------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -154,6 +168,32 @@ class OffloadStaticDecoder(StaticDecoder):
         return self._steps_done or 0
 
     # inside the step -------------------------------------------------------------------------------
+    def _step(self) -> torch.Tensor:
+        """The layers in segments that end after each selecting group; after a group's segment its
+        selection and copies start on the side stream, which joins once the last segment is queued."""
+        carry = None
+        with self._compile_limit():
+            for first, last, group in self._segments:
+                carry = self._segment_fn(carry, first, last)
+                if group is not None:
+                    self._fork_reselect(self.groups[group])
+        if self._forked:
+            torch.cuda.current_stream(self.device).wait_stream(self._side)
+            self._forked = False
+        return carry
+
+    def _compile_limit(self) -> Any:
+        """Each segment is its own compiled entry of ``_segment``: lift torch's default of 8 entries per
+        function, past which later segments (or decoders) would run uncompiled without an error."""
+        if not self.compiled:
+            return contextlib.nullcontext()
+        limit = max(torch._dynamo.config.recompile_limit, COMPILED_ENTRIES)
+        return torch._dynamo.config.patch(recompile_limit=limit)
+
+    def _uncompile(self) -> None:
+        super()._uncompile()
+        self._segment_fn = self._segment
+
     def _after_layer(self, layer: int, q: torch.Tensor) -> None:
         found = self._row_of.get(layer)
         if found is None:
@@ -162,18 +202,15 @@ class OffloadStaticDecoder(StaticDecoder):
         dg.ring[row].index_copy_(1, dg.ring_pos, q[0])
         if layer == dg.layers[-1]:
             dg.ring_pos.add_(1).remainder_(dg.ring.shape[2])
-            if self._side is not None:
-                self._side.wait_stream(torch.cuda.current_stream(self.device))
-                self._forked = True
-                with torch.cuda.stream(self._side):
-                    self._reselect(dg)
-            else:
-                self._reselect(dg)
 
-    def _after_layers(self) -> None:
-        if self._forked:
-            torch.cuda.current_stream(self.device).wait_stream(self._side)
-            self._forked = False
+    def _fork_reselect(self, dg: _DeviceGroup) -> None:
+        if self._side is None:
+            self._reselect(dg)
+            return
+        self._side.wait_stream(torch.cuda.current_stream(self.device))
+        self._forked = True
+        with torch.cuda.stream(self._side):
+            self._reselect(dg)
 
     def _reselect(self, dg: _DeviceGroup) -> None:
         """Choose the group's blocks for the next step from its query rings, and move them in."""
