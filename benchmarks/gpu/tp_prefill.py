@@ -4,6 +4,9 @@ compare tp=1 with tp=2.  Launch with torchrun (one process per GPU; works on the
   torchrun --nproc-per-node 2 benchmarks/gpu/tp_prefill.py --shape llama-3.1-8b --checkpoint /tmp/l8b \
       --tokens 32768 --save /tmp/tp2.pt
   python benchmarks/gpu/tp_prefill.py --shape llama-3.1-8b --checkpoint /tmp/l8b --tokens 32768 --save /tmp/tp1.pt
+  python benchmarks/gpu/tp_prefill.py --compare /tmp/tp1.pt /tmp/tp2.pt
+
+``bash benchmarks/gpu/tp_runs.sh`` runs the whole set on a 2-GPU machine (NVLink multicast off).
 
 ``--checkpoint DIR``: random weights saved once to DIR (made by rank 0 when missing), so tp=1 and tp=2 load the
 same weights. Without it, every rank initialises its own shards at random (speed only: for shapes too big to save,
@@ -41,8 +44,19 @@ def sync(device: torch.device) -> float:
     return time.perf_counter()
 
 
+def compare(one: str, two: str) -> None:
+    """Kept positions and last-token logits of two ``--save`` files (tp=1 vs tp=2)."""
+    a, b = torch.load(one), torch.load(two)
+    same = [torch.equal(x, y) for x, y in zip(a["kept"], b["kept"])]
+    diff = (a["logits"] - b["logits"]).abs()
+    print(f"compare {one} {two}: kept positions equal in {sum(same)}/{len(same)} layers; last-token logits max |diff| "
+          f"{diff.max().item():.4g} (max |logit| {a['logits'].abs().max().item():.3g}); same argmax "
+          f"{bool(a['logits'].argmax() == b['logits'].argmax())}", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
+    p.add_argument("--compare", nargs=2, metavar=("TP1_FILE", "TP2_FILE"), help="compare two --save files and exit")
     p.add_argument("--shape", default="tiny-llama", choices=sorted(SHAPES) + sorted(EXTRA))
     p.add_argument("--checkpoint")
     p.add_argument("--tokens", type=int, default=4096)
@@ -52,6 +66,9 @@ def main() -> None:
     p.add_argument("--budgets", type=int, nargs=3, default=[8192, 4096, 2048])
     p.add_argument("--no-stock", action="store_true", help="skip the stock transformers prefill")
     a = p.parse_args()
+    if a.compare:
+        compare(*a.compare)
+        return
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
     cuda = torch.cuda.is_available()
