@@ -48,8 +48,10 @@ def compare(one: str, two: str) -> None:
     """Kept positions and last-token logits of two ``--save`` files (tp=1 vs tp=2)."""
     a, b = torch.load(one), torch.load(two)
     same = [torch.equal(x, y) for x, y in zip(a["kept"], b["kept"])]
+    shared = [torch.isin(x, y).float().mean().item() for x, y in zip(a["kept"], b["kept"])]
     diff = (a["logits"] - b["logits"]).abs()
-    print(f"compare {one} {two}: kept positions equal in {sum(same)}/{len(same)} layers; last-token logits max |diff| "
+    print(f"compare {one} {two}: kept positions equal in {sum(same)}/{len(same)} layers (share of the same positions: "
+          f"min {min(shared):.4f}, mean {sum(shared) / len(shared):.4f}); last-token logits max |diff| "
           f"{diff.max().item():.4g} (max |logit| {a['logits'].abs().max().item():.3g}); same argmax "
           f"{bool(a['logits'].argmax() == b['logits'].argmax())}", flush=True)
 
