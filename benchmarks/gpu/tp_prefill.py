@@ -54,6 +54,10 @@ def compare(one: str, two: str) -> None:
           f"min {min(shared):.4f}, mean {sum(shared) / len(shared):.4f}); last-token logits max |diff| "
           f"{diff.max().item():.4g} (max |logit| {a['logits'].abs().max().item():.3g}); same argmax "
           f"{bool(a['logits'].argmax() == b['logits'].argmax())}", flush=True)
+    if a.get("stock_logits") is not None and b.get("stock_logits") is not None:  # the same in stock transformers
+        stock = (a["stock_logits"] - b["stock_logits"]).abs().max().item()
+        print(f"stock transformers, same two runs: last-token logits max |diff| {stock:.4g}; same argmax "
+              f"{bool(a['stock_logits'].argmax() == b['stock_logits'].argmax())}", flush=True)
 
 
 def main() -> None:
@@ -123,20 +127,21 @@ def main() -> None:
         t0 = sync(device)
         result = pipe.prefill(ids)
         times.append(sync(device) - t0)
-    stock = []
+    stock, stock_logits = [], None
     if not a.no_stock:
         with torch.inference_mode():
             for _ in range(a.repeat):
                 t0 = sync(device)
-                model(ids, logits_to_keep=1)
+                stock_logits = model(ids, logits_to_keep=1).logits[:, -1]
                 stock.append(sync(device) - t0)
     if rank == 0:
         print(f"shape={a.shape} tp={world} tokens={a.tokens} layers={layers} slim_ttft_s={min(times):.4f} "
               f"stock_ttft_s={min(stock) if stock else float('nan'):.4f} kept={result.tokens_per_layer[-1]} "
               f"kv_bytes_per_rank={result.kv_bytes}", flush=True)
         if a.save:
-            torch.save({"kept": [k.cpu() for k in result.kept_positions], "logits": result.logits.float().cpu()},
-                       a.save)
+            stock_saved = None if stock_logits is None else stock_logits.float().cpu()
+            torch.save({"kept": [k.cpu() for k in result.kept_positions], "logits": result.logits.float().cpu(),
+                        "stock_logits": stock_saved}, a.save)
     if world > 1:
         dist.destroy_process_group()
 
