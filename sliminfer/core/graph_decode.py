@@ -143,6 +143,9 @@ class StaticDecoder:
         self.use_graph = self.device.type == "cuda" if graph is None else bool(graph)
         if self.use_graph and self.device.type != "cuda":
             raise InputError("graph: CUDA graphs need a CUDA device")
+        if getattr(adapter, "layer_devices", None) is not None:
+            raise InputError("fast decode: the model's layers are spread over several devices (device_map) and the "
+                             "static decoder keeps one device's buffers; decode with fast=False")
         if getattr(adapter, "head_shards", None) is not None and (self.use_graph or compile):
             raise InputError("graph/compile: the static decoder under tensor parallelism is not verified yet; "
                              "pass graph=False, compile=False (or decode with SlimPipeline.generate)")

@@ -38,6 +38,10 @@ class SlimPipeline:
         self.model = model
         self.tokenizer = tokenizer
         self.adapter = self.registry.adapter_for(model.config).cls(model)
+        if self.adapter.layer_devices is not None and self.config.cache.name == "offload":
+            raise ConfigError("cache.name", "offload", "the offload manager keeps its buffers and copy streams on "
+                              "one device, and this model's layers are spread over several (device_map); use "
+                              "cache.name 'gpu', or load the model onto one device")
         scorer = schedule = None
         pruning = self.config.pruning
         if pruning is not None:
