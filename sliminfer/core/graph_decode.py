@@ -162,7 +162,7 @@ class StaticDecoder:
         self._flash = _flash_op() if attention == "flash" else None
         with torch.inference_mode():
             self._allocate()
-        self._step_fn = torch.compile(self._step, dynamic=False) if compile else self._step
+        self._step_fn = self._compiled_step() if compile else self._step
 
     def _allocate(self) -> None:
         kv_heads, d, dev = self.adapter.num_kv_heads, self.adapter.head_dim, self.device
@@ -339,6 +339,10 @@ class StaticDecoder:
 
     def _after_layer(self, layer: int, q: torch.Tensor) -> None:
         """Hook for subclasses that keep state from inside the step (offload: the recent queries)."""
+
+    def _compiled_step(self) -> Any:
+        """The step under torch.compile (subclasses may compile parts of it instead)."""
+        return torch.compile(self._step, dynamic=False)
 
     def _uncompile(self) -> None:
         """Run the step uncompiled from now on (after a failed capture: no second compilation)."""

@@ -81,12 +81,9 @@ class OffloadStaticDecoder(StaticDecoder):
         bs = manager.config.block_size
         caps = [st.slots * bs + st.n_tail + st.generated + max_new_tokens for st in manager.layers]
         any_buf = manager.layers[0].buf
+        self._segment_fn = self._segment  # compiled by _compiled_step when compile is on (on GPUs by default)
         super().__init__(adapter, caps, max_new_tokens, dtype=any_buf.dtype, device=device,
-                         attention="split" if attention == "auto" else attention, graph=graph, compile=False)
-        # compiled like the GPU-resident decoder (on GPUs by default), but segment by segment: the copies
-        # run uncompiled between the segments (see _step)
-        self.compiled = self.device.type == "cuda" if compile is None else bool(compile)
-        self._segment_fn = torch.compile(self._segment, dynamic=False) if self.compiled else self._segment
+                         attention="split" if attention == "auto" else attention, graph=graph, compile=compile)
         ends = {group.layers[-1] + 1: g for g, group in enumerate(manager.groups)}
         bounds = sorted(set(ends) | {adapter.num_layers})
         # (first layer, end layer, the group that reselects after the segment or None)
@@ -189,6 +186,11 @@ class OffloadStaticDecoder(StaticDecoder):
             return contextlib.nullcontext()
         limit = max(torch._dynamo.config.recompile_limit, COMPILED_ENTRIES)
         return torch._dynamo.config.patch(recompile_limit=limit)
+
+    def _compiled_step(self) -> Any:
+        """Compile the segments, not the step: the copies run uncompiled between them (see _step)."""
+        self._segment_fn = torch.compile(self._segment, dynamic=False)
+        return self._step
 
     def _uncompile(self) -> None:
         super()._uncompile()
