@@ -1,6 +1,6 @@
 """Tensor parallelism (transformers' TP plan, gloo on the CPU, 2 processes): a pruned prefill and greedy
 decode give the same kept positions on every layer, the same logits (fp32) and the same tokens as one
-process."""
+process; so does the static decode (``fast=True``, uncompiled and without a graph on the CPU)."""
 
 from __future__ import annotations
 
@@ -83,6 +83,7 @@ def _worker(rank: int, model_dirs: dict, port: int, out_dir: str) -> None:
                 out["shards"] = (shards.local_q_heads, shards.local_kv_heads, pipe.adapter.num_kv_heads)
                 # sampling with no seed given: the ranks agree on one seed, so they draw the same tokens
                 out["sampled"] = pipe.generate(_prompt(), max_new_tokens=6, temperature=1.0).token_ids
+                out["fast"] = pipe.generate(_prompt(), max_new_tokens=STEPS + 1, fast=True).token_ids
                 torch.save(out, os.path.join(out_dir, f"{arch}-{scorer}-{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -117,6 +118,7 @@ def test_tensor_parallel_matches_one_process(tmp_path) -> None:
                 assert torch.equal(a, b), f"{case}: kept positions differ at layer {layer}"
             assert (got["logits"] - ref["logits"]).abs().max().item() <= 1e-5, case
             assert got["tokens"] == ref["tokens"], case
+            assert got["fast"] == ref["tokens"], case  # the static decode (uncompiled, no graph) on sharded heads
             assert (got["step_logits"] - ref["step_logits"]).abs().max().item() <= 1e-5, case
             # the cache is sharded by KV head: each rank holds half of the one-process KV
             assert got["shards"] == (2, 1, 1)
