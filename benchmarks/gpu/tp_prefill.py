@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -60,6 +61,63 @@ def compare(one: str, two: str) -> None:
               f"{bool(a['stock_logits'].argmax() == b['stock_logits'].argmax())}", flush=True)
 
 
+def init_distributed() -> tuple[int, int, torch.device]:
+    """(world size, rank, this rank's device) under torchrun (NCCL on GPUs, gloo on the CPU), or one process."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    rank = int(os.environ.get("RANK", 0))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1:
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return world, rank, device
+
+
+def load_model(cfg: Any, checkpoint: str | None, dtype: torch.dtype, device: torch.device, world: int,
+               rank: int) -> torch.nn.Module:
+    """The model, tensor-parallel over ``world`` ranks: from ``checkpoint`` (random weights saved there by rank 0
+    when missing), or without one from random shards (every rank its own: speed only)."""
+    from transformers import AutoModelForCausalLM
+    from transformers.distributed import DistributedConfig
+
+    dc = DistributedConfig(tp_size=world) if world > 1 else None
+    if checkpoint:
+        if rank == 0 and not os.path.exists(os.path.join(checkpoint, "config.json")):
+            torch.manual_seed(0)
+            with torch.device(device):
+                m = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+            m.save_pretrained(checkpoint)
+            del m
+        if world > 1:
+            dist.barrier()
+        kw = {"distributed_config": dc} if dc else {"device_map": str(device)}
+        model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype, attn_implementation="sdpa", **kw)
+    else:  # random shards, speed only
+        cls = AutoModelForCausalLM._model_mapping[type(cfg)]
+        with torch.device("meta"):
+            model = cls._from_config(cfg, dtype=dtype, attn_implementation="sdpa")
+        if dc:
+            dc, _, mesh = cls.prepare_distribute_model(dc)
+            model = cls.maybe_distribute_model(model, dc, mesh)
+        model = model.to_empty(device=device)
+        torch.manual_seed(rank)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                local = param.to_local() if hasattr(param, "to_local") else param
+                local.fill_(1.0) if "norm" in name else local.normal_(0, 0.02)
+        model.model.rotary_emb = type(model.model.rotary_emb)(cfg).to(device)
+    return model.eval()
+
+
+def paper_config(cfg: Any, budgets: list[int]) -> dict[str, Any]:
+    """The paper's Llama-3.1-8B schedule (after layers 9/19/29 of 32) scaled to the model's depth."""
+    n_layers = cfg.num_hidden_layers
+    layers = [i * n_layers // 32 for i in (9, 19, 29)]
+    return {"pruning": {"scorer": {"name": "token_unit", "block_size": 64, "unit_size": 8, "window": 4},
+                        "schedule": {"name": "fixed", "layers": layers, "budgets": list(budgets)}}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--compare", nargs=2, metavar=("TP1_FILE", "TP2_FILE"), help="compare two --save files and exit")
@@ -75,50 +133,11 @@ def main() -> None:
     if a.compare:
         compare(*a.compare)
         return
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    rank = int(os.environ.get("RANK", 0))
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    if world > 1:
-        dist.init_process_group("nccl" if cuda else "gloo")
-    dtype = getattr(torch, a.dtype)
+    world, rank, device = init_distributed()
     cfg = config_of(a.shape)
-    from transformers import AutoModelForCausalLM
-    from transformers.distributed import DistributedConfig
-
-    dc = DistributedConfig(tp_size=world) if world > 1 else None
-    if a.checkpoint:
-        if rank == 0 and not os.path.exists(os.path.join(a.checkpoint, "config.json")):
-            torch.manual_seed(0)
-            with torch.device(device):
-                m = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
-            m.save_pretrained(a.checkpoint)
-            del m
-        if world > 1:
-            dist.barrier()
-        kw = {"distributed_config": dc} if dc else {"device_map": str(device)}
-        model = AutoModelForCausalLM.from_pretrained(a.checkpoint, dtype=dtype, attn_implementation="sdpa", **kw)
-    else:  # random shards, speed only
-        cls = AutoModelForCausalLM._model_mapping[type(cfg)]
-        with torch.device("meta"):
-            model = cls._from_config(cfg, dtype=dtype, attn_implementation="sdpa")
-        if dc:
-            dc, _, mesh = cls.prepare_distribute_model(dc)
-            model = cls.maybe_distribute_model(model, dc, mesh)
-        model = model.to_empty(device=device)
-        torch.manual_seed(rank)
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                local = param.to_local() if hasattr(param, "to_local") else param
-                local.fill_(1.0) if "norm" in name else local.normal_(0, 0.02)
-        model.model.rotary_emb = type(model.model.rotary_emb)(cfg).to(device)
-    model.eval()
-    n_layers = cfg.num_hidden_layers
-    layers = [i * n_layers // 32 for i in (9, 19, 29)]
-    slim = {"pruning": {"scorer": {"name": "token_unit", "block_size": 64, "unit_size": 8, "window": 4},
-                        "schedule": {"name": "fixed", "layers": layers, "budgets": a.budgets}}}
+    model = load_model(cfg, a.checkpoint, getattr(torch, a.dtype), device, world, rank)
+    slim = paper_config(cfg, a.budgets)
+    layers = slim["pruning"]["schedule"]["layers"]
     pipe = SlimPipeline.from_pretrained(model, config=slim)
     ids = torch.randint(0, cfg.vocab_size, (1, a.tokens), generator=torch.Generator().manual_seed(1)).to(device)
     times, result = [], None

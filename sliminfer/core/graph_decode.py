@@ -146,9 +146,7 @@ class StaticDecoder:
         if getattr(adapter, "layer_devices", None) is not None:
             raise InputError("fast decode: the model's layers are spread over several devices (device_map) and the "
                              "static decoder keeps one device's buffers; decode with fast=False")
-        if getattr(adapter, "head_shards", None) is not None and (self.use_graph or compile):
-            raise InputError("graph/compile: the static decoder under tensor parallelism is not verified yet; "
-                             "pass graph=False, compile=False (or decode with SlimPipeline.generate)")
+        self._check_tensor_parallel(adapter, self.use_graph, compile)
         self.compiled = compile
         self.graph: torch.cuda.CUDAGraph | None = None
         self.graph_error: str | None = None
@@ -163,6 +161,14 @@ class StaticDecoder:
         with torch.inference_mode():
             self._allocate()
         self._step_fn = self._compiled_step() if compile else self._step
+
+    @staticmethod
+    def _check_tensor_parallel(adapter: ModelAdapter, graph: bool, compile: bool) -> None:
+        """Refuse a graph or compiled decode on sharded heads: not verified on GPUs yet (the uncompiled step
+        without a graph is: tests/test_tensor_parallel.py). benchmarks/gpu/tp_decode.py checks it."""
+        if getattr(adapter, "head_shards", None) is not None and (graph or compile):
+            raise InputError("graph/compile: the static decoder under tensor parallelism is not verified yet; "
+                             "pass graph=False, compile=False (or decode with SlimPipeline.generate)")
 
     def _allocate(self) -> None:
         kv_heads, d, dev = self.adapter.num_kv_heads, self.adapter.head_dim, self.device
