@@ -14,7 +14,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from tiny_models import tiny_model
 
-from sliminfer import SlimPipeline
+from sliminfer import InputError, SlimPipeline
+from sliminfer.core.graph_decode import fast_generate
 
 WORLD = 2
 N_PROMPT = 301
@@ -84,6 +85,11 @@ def _worker(rank: int, model_dirs: dict, port: int, out_dir: str) -> None:
                 # sampling with no seed given: the ranks agree on one seed, so they draw the same tokens
                 out["sampled"] = pipe.generate(_prompt(), max_new_tokens=6, temperature=1.0).token_ids
                 out["fast"] = pipe.generate(_prompt(), max_new_tokens=STEPS + 1, fast=True).token_ids
+                try:  # a compiled (or graph) decode on sharded heads is refused up front, not yet verified
+                    fast_generate(pipe, _prompt(), 4, compile=True)
+                    out["refused"] = "no"
+                except InputError as exc:
+                    out["refused"] = str(exc)
                 torch.save(out, os.path.join(out_dir, f"{arch}-{scorer}-{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -119,6 +125,7 @@ def test_tensor_parallel_matches_one_process(tmp_path) -> None:
             assert (got["logits"] - ref["logits"]).abs().max().item() <= 1e-5, case
             assert got["tokens"] == ref["tokens"], case
             assert got["fast"] == ref["tokens"], case  # the static decode (uncompiled, no graph) on sharded heads
+            assert "tensor parallelism" in got["refused"] and "fast=False" in got["refused"], got["refused"]
             assert (got["step_logits"] - ref["step_logits"]).abs().max().item() <= 1e-5, case
             # the cache is sharded by KV head: each rank holds half of the one-process KV
             assert got["shards"] == (2, 1, 1)

@@ -167,8 +167,9 @@ class StaticDecoder:
         """Refuse a graph or compiled decode on sharded heads: not verified on GPUs yet (the uncompiled step
         without a graph is: tests/test_tensor_parallel.py). benchmarks/gpu/tp_decode.py checks it."""
         if getattr(adapter, "head_shards", None) is not None and (graph or compile):
-            raise InputError("graph/compile: the static decoder under tensor parallelism is not verified yet; "
-                             "pass graph=False, compile=False (or decode with SlimPipeline.generate)")
+            raise InputError("graph/compile: the CUDA-graph / compiled decode under tensor parallelism is not "
+                             "verified yet; decode with generate(fast=False), or call fast_generate(..., "
+                             "graph=False, compile=False)")
 
     def _allocate(self) -> None:
         kv_heads, d, dev = self.adapter.num_kv_heads, self.adapter.head_dim, self.device
