@@ -11,13 +11,14 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
+from sliminfer.core.config import ConfigModel
 from sliminfer.core.registry import Strategy
 
 
-class NoOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NoOptions(ConfigModel):
+    """A cache manager without options."""
 
 
 class KVCacheManager(Strategy, ABC):

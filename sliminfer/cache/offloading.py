@@ -72,19 +72,18 @@ from dataclasses import dataclass, field
 from typing import Literal, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from sliminfer.cache.base import KVCacheManager
 from sliminfer.cache.host_alias import device_alias
+from sliminfer.core.config import ConfigModel
 from sliminfer.core.errors import InputError
 from sliminfer.strategies.attention_unit import AttentionUnitScorer
 from sliminfer.strategies.token_unit import TokenUnitConfig, TokenUnitScorer
 
 
-class OffloadConfig(BaseModel):
+class OffloadConfig(ConfigModel):
     """Options of the ``offload`` cache manager (``cache: {name: offload, decode_budget: 2048}``)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     block_size: int = Field(64, ge=1, description="Tokens per block, the unit of activation and transfer.")
     unit_size: int = Field(8, ge=1, description="Tokens per token unit of the block score; must divide block_size.")

@@ -18,15 +18,30 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from sliminfer.core.errors import ConfigError, UnknownNameError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class ConfigModel(BaseModel):
+    """Base of every config section and strategy config.
+
+    Why strict: a YAML ``true`` where a number belongs, ``1.7`` for a token count, ``"3"`` for an int or an
+    infinite temperature is a mistake, not a value to coerce; refusing it names the field instead of
+    running something the user did not ask for. Unknown keys are refused too (typos). Tuples are taken
+    as lists so Python callers may write ``layers=(9, 19)``.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tuples_as_lists(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+        return data
 
 
 class StrategySpec(BaseModel):
@@ -53,7 +68,7 @@ class StrategySpec(BaseModel):
         return {"name": self.name, **self.options}
 
 
-class ModelSection(_Strict):
+class ModelSection(ConfigModel):
     """Which model to run and how to place it."""
 
     source: str = Field(
@@ -73,7 +88,7 @@ class ModelSection(_Strict):
     )
 
 
-class PruningSection(_Strict):
+class PruningSection(ConfigModel):
     """Where and how prompt tokens are dropped (absent: the model runs unpruned)."""
 
     scorer: StrategySpec = Field(
@@ -90,19 +105,36 @@ class CacheSection(StrategySpec):
     """The KV cache manager: ``{name: gpu}`` keeps every layer's KV on the model's device."""
 
 
-class GenerationSection(_Strict):
+class GenerationSection(ConfigModel):
     """Decoding defaults; every field can be overridden per `generate` call."""
 
     max_new_tokens: int = Field(128, ge=1, description="Tokens to generate at most.")
     temperature: float = Field(0.0, ge=0.0, description="0 means greedy decoding.")
     top_k: int | None = Field(None, ge=1, description="Sample from the k most likely tokens only.")
     top_p: float | None = Field(None, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    seed: int | None = Field(None, description="Seed of the sampler's own generator.")
-    stop: list[str] = Field(default_factory=list, description="Stop once the text ends with one of these.")
+    seed: int | None = Field(None, ge=0, lt=1 << 64, description="Seed of the sampler's own generator (0 to 2**64-1).")
+    stop: list[str] = Field(
+        default_factory=list,
+        description="Stop once the text contains one of these (a single string counts as one stop string).",
+    )
     chat_template: bool = Field(True, description="Wrap text prompts in the tokenizer's chat template.")
 
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop_string(cls, value: Any) -> Any:
+        """``stop="Paris"`` means the one string 'Paris' (as in transformers' ``stop_strings``), never
+        its characters."""
+        return [value] if isinstance(value, str) else value
 
-class SlimConfig(_Strict):
+    @field_validator("stop")
+    @classmethod
+    def _non_empty_stops(cls, value: list[str]) -> list[str]:
+        if any(not s for s in value):
+            raise ValueError("each stop string must be non-empty (an empty string would stop at once)")
+        return value
+
+
+class SlimConfig(ConfigModel):
     """The whole pipeline's configuration."""
 
     model: ModelSection = Field(default_factory=ModelSection)
@@ -125,6 +157,22 @@ def preset_path(name: str) -> Path:
     return path
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping, where plain YAML loaders let
+    the last one win silently (an edited preset with two ``budgets:`` lines runs only one of them)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (each key may appear once in a mapping)", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     """Parse command-line ``a.b=value`` items; values are YAML scalars or flow collections."""
     out: dict[str, Any] = {}
@@ -132,10 +180,13 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError("override", item, "write overrides as dotted.key=value, e.g. model.dtype=float32")
+        key = key.strip()
+        if key in out:
+            raise ConfigError("override", item, f"{key} is set twice on the command line; give it once")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+            out[key] = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else None
         except yaml.YAMLError as exc:
-            raise ConfigError(key.strip(), raw, f"is not a valid (safe) YAML value: {exc}") from None
+            raise ConfigError(key, raw, f"is not a valid (safe) YAML value: {exc}") from None
     return out
 
 
@@ -164,11 +215,17 @@ def _read_source(source: str | Path | Mapping[str, Any] | SlimConfig | None) -> 
         path = preset_path(str(source))
     if not path.is_file():
         raise ConfigError("config", str(source), f"is neither a file nor a preset ({', '.join(preset_names())})")
-    with path.open(encoding="utf-8") as fh:
-        try:
-            data = yaml.safe_load(fh)
-        except yaml.YAMLError as exc:
-            raise ConfigError("config", str(path), f"is not valid (safe) YAML: {exc}") from None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError("config", str(path), f"is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                          "save the YAML file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError("config", str(path), f"cannot be read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+    except yaml.YAMLError as exc:
+        raise ConfigError("config", str(path), f"is not valid (safe) YAML: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -201,8 +258,10 @@ def config_error_from_validation(
         root = model if model is not None else (None if prefix else SlimConfig)
         allowed = _allowed_keys(loc, root) if root is not None else []
         rule = "unknown key" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+    elif isinstance(err.get("input"), bool) and err["type"] in ("int_type", "float_type"):
+        rule = f"must be a number, not a boolean ({err['msg']})"
     else:
-        rule = err["msg"]
+        rule = err["msg"].removeprefix("Value error, ")
     return ConfigError(field, err.get("input"), rule)
 
 

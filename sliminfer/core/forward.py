@@ -19,6 +19,7 @@ import torch
 
 from sliminfer.core import events
 from sliminfer.core.errors import InputError
+from sliminfer.core.prompts import check_length
 from sliminfer.core.results import PrefillResult
 from sliminfer.core.timing import now
 from sliminfer.strategies.block_selection import blocks_to_keep, select_kept_indices
@@ -67,7 +68,9 @@ class StagedForward:
     def pruning(self) -> bool:
         return self.scorer is not None and self.schedule is not None
 
-    def check_prompt(self, input_ids: torch.Tensor) -> None:
+    def check_prompt(self, input_ids: torch.Tensor, new_tokens: int = 1) -> None:
+        """Refuse ids the staged forward cannot run: not ``[1, n]``, empty, or past the model's positions
+        once ``new_tokens`` are generated."""
         if input_ids.dim() != 2:
             raise InputError(f"input_ids: expected shape [batch, tokens], got {tuple(input_ids.shape)}")
         batch, n = input_ids.shape
@@ -78,10 +81,7 @@ class StagedForward:
                 f"input_ids: batch size {batch}; sliminfer runs one prompt at a time (each prompt keeps its own "
                 "tokens), so call prefill/generate once per prompt"
             )
-        if n > self.adapter.max_positions:
-            raise InputError(
-                f"prompt: {n} tokens is longer than the model's maximum of {self.adapter.max_positions} positions"
-            )
+        check_length(n, new_tokens, self.adapter.max_positions)
 
     @torch.inference_mode()
     def prefill(self, input_ids: torch.Tensor, cache: KVCacheManager) -> PrefillResult:

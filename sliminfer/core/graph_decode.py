@@ -463,9 +463,8 @@ def fast_generate(
     """
     if max_new_tokens < 1:
         raise InputError(f"max_new_tokens: {max_new_tokens}; must be at least 1")
-    ids = prompt_or_ids.to(pipe.device) if isinstance(prompt_or_ids, torch.Tensor) else pipe.encode(prompt_or_ids)
-    if ids.dim() == 1:
-        ids = ids[None]
+    ids = pipe.encode(prompt_or_ids)
+    pipe.forward.check_prompt(ids, max_new_tokens)
     if pipe.config.cache.name == "offload":  # the offload manager's state moves into its own static decoder
         from sliminfer.core.offload_decode import offload_fast_generate
 

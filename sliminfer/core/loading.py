@@ -8,13 +8,18 @@ possible, and reported with the field that caused it.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sliminfer.core.config import ModelSection
 from sliminfer.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 
 def resolve_device(device: str) -> torch.device:
@@ -57,23 +62,58 @@ def check_attention(attention: str) -> None:
         )
 
 
-def load_model(section: ModelSection) -> tuple[Any, Any]:
-    """Load ``(model, tokenizer)`` as the section says; the tokenizer is None if the checkpoint has none."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+def read_model_config(section: ModelSection) -> tuple[Path, PretrainedConfig]:
+    """The checkpoint directory and its transformers config, read without touching the weights, so
+    everything that depends on the model (architecture, layer count, positions) is checked first."""
+    from transformers import AutoConfig
+
+    path = resolve_source(section.source)
+    with _unreadable_checkpoint(section, "config.json"):
+        return path, AutoConfig.from_pretrained(path)
+
+
+def load_model(
+    section: ModelSection, before_weights: Callable[[PretrainedConfig], None] | None = None
+) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` as the section says; the tokenizer is None if the checkpoint has none.
+
+    ``before_weights(hf_config)`` may refuse the model (raise) once its config is known, before any
+    weight is read.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sliminfer.core.registry import get_registry
 
     device = resolve_device(section.device)
     dtype = resolve_dtype(section.dtype, device)
     check_attention(section.attention)
-    path = resolve_source(section.source)
-    hf_config = AutoConfig.from_pretrained(path)
+    path, hf_config = read_model_config(section)
     get_registry().adapter_for(hf_config)  # unsupported architectures fail before weights load
-    if section.random_init:
-        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation=section.attention)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=section.attention)
-    model.to(device).eval()
+    if before_weights is not None:
+        before_weights(hf_config)
     has_tokenizer = any((path / name).exists() for name in ("tokenizer.json", "tokenizer.model", "vocab.json"))
-    tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer else None
+    with _unreadable_checkpoint(section, "tokenizer files"):  # cheap: read it before the weights
+        tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer else None
+    with _unreadable_checkpoint(section, "weights"):
+        if section.random_init:
+            model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation=section.attention)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=section.attention)
+    model.to(device).eval()
     return model, tokenizer
+
+
+@contextmanager
+def _unreadable_checkpoint(section: ModelSection, part: str) -> Iterator[None]:
+    """Report a checkpoint file that transformers cannot read as a ConfigError on ``model.source``."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, SafetensorError) as exc:  # JSONDecodeError is a ValueError
+        reason = " ".join(str(exc).split())[:300]
+        raise ConfigError(
+            "model.source", section.source,
+            f"its {part} cannot be read ({type(exc).__name__}: {reason}); point model.source at a complete, "
+            "undamaged Hugging Face checkpoint directory",
+        ) from exc

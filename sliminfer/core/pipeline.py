@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-
-from sliminfer.core import events
 from pydantic import ValidationError
 
+from sliminfer.core import events
 from sliminfer.core.config import GenerationSection, SlimConfig, config_error_from_validation, load_config
-from sliminfer.core.errors import ConfigError, InputError
+from sliminfer.core.errors import ConfigError
 from sliminfer.core.forward import StagedForward
+from sliminfer.core.prompts import prompt_ids
 from sliminfer.core.registry import Registry, get_registry
 from sliminfer.core.results import GenerationResult, PrefillResult
 from sliminfer.core.sampling import next_token
@@ -35,6 +35,7 @@ class SlimPipeline:
         self.registry = registry or get_registry()
         self.config = config or SlimConfig()
         self.registry.check_config(self.config)
+        check_model_object(model)
         self.model = model
         self.tokenizer = tokenizer
         self.adapter = self.registry.adapter_for(model.config).cls(model)
@@ -64,8 +65,9 @@ class SlimPipeline:
         from sliminfer.core.loading import load_model
 
         config = load_config(source, overrides)
-        model, tokenizer = load_model(config.model)
-        return cls(model, tokenizer, config)
+        registry = get_registry()
+        model, tokenizer = load_model(config.model, lambda hf_config: check_config_fits_checkpoint(config, registry, hf_config))
+        return cls(model, tokenizer, config, registry)
 
     @classmethod
     def from_pretrained(cls, model_or_path: Any, tokenizer: Any = None, config: ConfigSource = None) -> SlimPipeline:
@@ -75,8 +77,11 @@ class SlimPipeline:
             from sliminfer.core.loading import load_model
 
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"source": str(model_or_path)})})
-            model, loaded_tokenizer = load_model(cfg.model)
-            return cls(model, tokenizer or loaded_tokenizer, cfg)
+            registry = get_registry()
+            model, loaded_tokenizer = load_model(
+                cfg.model, lambda hf_config: check_config_fits_checkpoint(cfg, registry, hf_config)
+            )
+            return cls(model, tokenizer or loaded_tokenizer, cfg, registry)
         return cls(model_or_path, tokenizer, cfg)
 
     # helpers -----------------------------------------------------------------------------------
@@ -90,23 +95,10 @@ class SlimPipeline:
         return cache
 
     def encode(self, prompt: str | Sequence[int] | torch.Tensor, chat_template: bool | None = None) -> torch.Tensor:
-        """Token ids ``[1, n]`` on the model's device for a text prompt or ready ids."""
-        if isinstance(prompt, torch.Tensor):
-            ids = prompt if prompt.dim() == 2 else prompt.reshape(1, -1)
-        elif isinstance(prompt, str):
-            if self.tokenizer is None:
-                raise InputError("prompt: text given but the pipeline has no tokenizer; pass token ids")
-            if not prompt:
-                raise InputError("prompt: empty string; give some text")
-            use_chat = self.config.generation.chat_template if chat_template is None else chat_template
-            if use_chat and getattr(self.tokenizer, "chat_template", None):
-                prompt = self.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-                )
-            ids = torch.tensor([self.tokenizer(prompt, add_special_tokens=False)["input_ids"]])
-        else:
-            ids = torch.tensor([list(prompt)], dtype=torch.long)
-        return ids.to(self.device)
+        """Token ids ``[1, n]`` on the model's device for a text prompt or ready ids (checked: one prompt,
+        integer ids inside the vocabulary; see :mod:`sliminfer.core.prompts`)."""
+        use_chat = self.config.generation.chat_template if chat_template is None else chat_template
+        return prompt_ids(prompt, self.tokenizer, self.adapter.vocab_size, use_chat).to(self.device)
 
     def _eos_ids(self) -> set[int]:
         eos: set[int] = set()
@@ -119,7 +111,8 @@ class SlimPipeline:
     # inference ----------------------------------------------------------------------------------
     def prefill(self, input_ids: torch.Tensor | Sequence[int] | str, reserve_tokens: int = 0) -> PrefillResult:
         """Run the prompt through the model (pruning as configured); logits of its last token."""
-        ids = self.encode(input_ids) if not isinstance(input_ids, torch.Tensor) else input_ids.to(self.device)
+        ids = self.encode(input_ids)
+        self.forward.check_prompt(ids, reserve_tokens + 1)
         return self._oom_guarded(lambda: self.forward.prefill(ids, self.new_cache(reserve_tokens)), "prefill", ids)
 
     def _oom_guarded(self, fn: Callable[[], T], phase: str, ids: torch.Tensor) -> T:
@@ -153,19 +146,15 @@ class SlimPipeline:
         decode-step observers are not called. It runs all ``max_new_tokens`` steps on the device and
         cuts the text at EOS afterwards.
         """
-        updates = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                       seed=seed, stop=list(stop) if stop is not None else None)
-        try:  # per-call values obey the same bounds as the YAML ones
-            gen = GenerationSection.model_validate(
-                {**self.config.generation.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
-            )
-        except ValidationError as exc:
-            raise config_error_from_validation(exc, prefix="generation", model=GenerationSection) from None
-        ids = self.encode(prompt_or_ids, chat_template)
+        gen = generation_options(self.config.generation, max_new_tokens=max_new_tokens, temperature=temperature,
+                                 top_k=top_k, top_p=top_p, seed=seed, stop=stop, chat_template=chat_template)
+        if not isinstance(fast, bool):
+            raise ConfigError("generate.fast", fast, "must be True or False")
         if fast:
-            if gen.temperature > 0 or gen.stop:
-                raise ConfigError("generate.fast", True, "the fast decode is greedy only and takes no stop strings; "
-                                  "use temperature=0 and no stop, or fast=False")
+            check_fast_options(gen)
+        ids = self.encode(prompt_or_ids, gen.chat_template)
+        self.forward.check_prompt(ids, gen.max_new_tokens)
+        if fast:
             return self._oom_guarded(lambda: self._generate_fast(ids, gen.max_new_tokens), "generate", ids)
         return self._oom_guarded(lambda: self._generate(ids, gen), "generate", ids)
 
@@ -244,3 +233,41 @@ class SlimPipeline:
             if cut >= 0:
                 text = text[:cut]
         return text
+
+
+def generation_options(base: GenerationSection, **updates: Any) -> GenerationSection:
+    """``base`` with the per-call values that are not None, under the same checks as the YAML ones."""
+    try:
+        return GenerationSection.model_validate(
+            {**base.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
+        )
+    except ValidationError as exc:
+        raise config_error_from_validation(exc, prefix="generation", model=GenerationSection) from None
+
+
+def check_fast_options(gen: GenerationSection) -> None:
+    """Refuse generation options the static (fast) decode cannot honour, before any work."""
+    if gen.temperature > 0 or gen.stop:
+        raise ConfigError(
+            "generate.fast", True,
+            f"the fast decode is greedy only and takes no stop strings (got temperature={gen.temperature}, "
+            f"stop={gen.stop}); use temperature=0 and no stop, or fast=False (CLI: drop --fast)",
+        )
+
+
+def check_model_object(model: Any) -> None:
+    """Refuse anything but a transformers causal LM before an adapter pokes at its attributes."""
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+        raise ConfigError(
+            "model", f"<{type(model).__name__}>",
+            "must be a transformers PreTrainedModel (e.g. AutoModelForCausalLM.from_pretrained(...)) or, for "
+            "from_pretrained, a local checkpoint directory path",
+        )
+
+
+def check_config_fits_checkpoint(config: SlimConfig, registry: Registry, hf_config: Any) -> None:
+    """Refuse a config that names layers the checkpoint does not have, from its config.json alone
+    (before the weights load; the pipeline checks the loaded model the same way)."""
+    if config.pruning is not None:
+        schedule = registry.build("schedule", config.pruning.schedule, "pruning.schedule")
+        schedule.check_model(registry.adapter_for(hf_config).cls.layers_in(hf_config), "pruning.schedule")

@@ -67,13 +67,28 @@ class ModelAdapter(DecodeParts):
             )
 
     # shapes -------------------------------------------------------------------------------
+    @staticmethod
+    def layers_in(hf_config: Any) -> int:
+        """Decoder layers a checkpoint's config declares (read before the weights load)."""
+        return int(hf_config.num_hidden_layers)
+
+    @staticmethod
+    def positions_in(hf_config: Any) -> int:
+        """Positions a checkpoint's config allows (read before the weights load)."""
+        return int(getattr(hf_config, "max_position_embeddings", 1 << 30))
+
     @property
     def num_layers(self) -> int:
         return len(self.layers)
 
     @property
     def max_positions(self) -> int:
-        return int(getattr(self.config, "max_position_embeddings", 1 << 30))
+        return self.positions_in(self.config)
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids run from 0 to ``vocab_size - 1``."""
+        return int(self.config.vocab_size)
 
     @property
     def num_kv_heads(self) -> int:

@@ -10,8 +10,9 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from sliminfer.core.config import ConfigModel
 from sliminfer.core.errors import ConfigError
 from sliminfer.core.registry import Strategy
 
@@ -19,10 +20,8 @@ if TYPE_CHECKING:
     from sliminfer.models.sharding import HeadShards
 
 
-class ScorerConfig(BaseModel):
+class ScorerConfig(ConfigModel):
     """Fields every scorer has: the pipeline needs them to form blocks and window queries."""
-
-    model_config = ConfigDict(extra="forbid")
 
     block_size: int = Field(64, ge=1, description="Tokens per block, the unit of keeping and dropping.")
     window: int = Field(4, ge=1, description="Last prompt tokens whose queries form the local query.")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from sliminfer.core.config import ConfigModel
 from sliminfer.core.errors import ConfigError
 from sliminfer.strategies.base import Schedule, check_layers
 
 
-class FixedScheduleConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class FixedScheduleConfig(ConfigModel):
     layers: list[int] = Field(min_length=1, description="0-indexed layers after which to prune, increasing.")
     budgets: list[int] = Field(min_length=1, description="Prompt tokens kept after each layer, non-increasing.")
 

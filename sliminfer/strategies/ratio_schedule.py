@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from sliminfer.core.config import ConfigModel
 from sliminfer.core.errors import ConfigError
 from sliminfer.strategies.base import Schedule, check_layers
 
 
-class RatioScheduleConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RatioScheduleConfig(ConfigModel):
     layers: list[int] = Field(min_length=1, description="0-indexed layers after which to prune, increasing.")
     ratios: list[float] = Field(min_length=1, description="Fraction of the CURRENT tokens kept after each layer.")
     block_size: int = Field(64, ge=1, description="Budgets round down to multiples of this (set to the scorer's).")

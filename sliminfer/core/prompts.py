@@ -1,0 +1,105 @@
+"""What a caller may pass as a prompt, turned into token ids ``[1, n]``; everything else refused early.
+
+Why one module: ``prefill`` and ``generate`` take text, a list of ids or a tensor, and each form has its
+own ways to go wrong (a batch, a nested list, float ids that torch would truncate, ids outside the
+vocabulary that would fail as an IndexError deep inside the embedding). Checking them here, before
+any forward pass, gives one :class:`~sliminfer.core.errors.InputError` naming the prompt, the value and
+the accepted forms, and nothing is silently reshaped or coerced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from numbers import Integral
+from typing import Any
+
+import torch
+
+from sliminfer.core.errors import InputError
+
+FORMS = "text (str), token ids (a flat list of ints) or an integer tensor of shape [n] or [1, n]"
+ONE_PROMPT = "sliminfer runs one prompt per call (each prompt keeps its own tokens); call it once per prompt"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)} ({value.dtype})"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _refuse(value: Any, why: str) -> InputError:
+    return InputError(f"prompt: got {_short(value)}; {why}")
+
+
+def text_ids(text: str, tokenizer: Any, chat_template: bool) -> list[int]:
+    """Token ids of a text prompt, wrapped in the tokenizer's chat template when asked and present."""
+    if tokenizer is None:
+        raise _refuse(text, "text needs a tokenizer and this pipeline has none; pass token ids instead")
+    if not text:
+        raise InputError("prompt: empty text ''; give some text")
+    if chat_template and getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _tensor_ids(prompt: torch.Tensor) -> torch.Tensor:
+    if prompt.dtype == torch.bool or prompt.is_floating_point() or prompt.is_complex():
+        raise _refuse(prompt, f"a {prompt.dtype} tensor; token ids must be an integer tensor (torch.long)")
+    if prompt.dim() == 2 and prompt.shape[0] != 1:
+        raise _refuse(prompt, f"a batch of {prompt.shape[0]} prompts (shape {tuple(prompt.shape)}); {ONE_PROMPT}")
+    if prompt.dim() not in (1, 2):
+        raise _refuse(prompt, f"a tensor of shape {tuple(prompt.shape)}; give {FORMS}")
+    return prompt.reshape(1, -1).long()
+
+
+def _list_ids(prompt: Sequence[Any]) -> torch.Tensor:
+    for item in prompt:
+        if isinstance(item, (str, Sequence, dict)):
+            kind = "strings" if isinstance(item, str) else "dicts" if isinstance(item, dict) else "lists"
+            raise _refuse(prompt, f"a list of {kind}: a batch or nested list; {ONE_PROMPT}, as {FORMS}")
+        if isinstance(item, bool) or not isinstance(item, Integral):
+            raise _refuse(prompt, f"the element {item!r} ({type(item).__name__}) is not an int; token ids are ints")
+    return torch.tensor([list(prompt)], dtype=torch.long)
+
+
+def prompt_ids(prompt: Any, tokenizer: Any, vocab_size: int, chat_template: bool) -> torch.Tensor:
+    """Token ids ``[1, n]`` (CPU, ``torch.long``) of ``prompt``, checked against the vocabulary."""
+    if isinstance(prompt, str):
+        ids = torch.tensor([text_ids(prompt, tokenizer, chat_template)], dtype=torch.long)
+    elif isinstance(prompt, torch.Tensor):
+        ids = _tensor_ids(prompt)
+    elif isinstance(prompt, (bytes, bytearray)):
+        raise _refuse(prompt, f"bytes; decode them to str first, or give {FORMS}")
+    elif isinstance(prompt, Sequence):
+        ids = _list_ids(prompt)
+    else:
+        raise _refuse(prompt, f"a {type(prompt).__name__}; give {FORMS}")
+    if ids.shape[1] == 0:
+        raise InputError("prompt: empty (0 tokens); give at least one token")
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise _refuse(prompt, f"token id {bad} is outside the model's vocabulary 0..{vocab_size - 1}")
+    return ids
+
+
+def check_length(prompt_tokens: int, new_tokens: int, max_positions: int) -> None:
+    """Refuse a request whose prompt plus generated tokens would run past the model's positions.
+
+    The last generated token is never fed back, so ``prompt_tokens + new_tokens - 1`` positions are used.
+    """
+    if prompt_tokens > max_positions:
+        raise InputError(
+            f"prompt: {prompt_tokens} tokens is longer than the model's maximum of {max_positions} positions "
+            "(max_position_embeddings); shorten the prompt"
+        )
+    needed = prompt_tokens + new_tokens - 1
+    if needed > max_positions:
+        raise InputError(
+            f"max_new_tokens: got {new_tokens}; a {prompt_tokens}-token prompt plus {new_tokens} new tokens needs "
+            f"{needed} positions and the model has {max_positions} (max_position_embeddings); use "
+            f"max_new_tokens <= {max_positions - prompt_tokens + 1} or a shorter prompt"
+        )
