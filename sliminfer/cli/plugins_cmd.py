@@ -1,10 +1,15 @@
-"""``sliminfer plugins``: every registered strategy and adapter, where it came from, its config fields."""
+"""``sliminfer plugins``: every registered strategy and adapter, where it came from, its config fields.
+
+It also lists the entry-point plugins that failed to load, each with its error and the
+``SLIMINFER_BLOCK_PLUGINS`` value that skips it, and then exits 1: this is the one command that still
+works with a broken plugin installed, so it is where one is diagnosed.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from sliminfer.core.registry import KINDS, get_registry
+from sliminfer.core.registry import BLOCK_ENV, KINDS, Registry, get_registry
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +18,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    registry = get_registry()
+    registry = get_registry(allow_broken=True)
+    _print_entries(registry)
+    if registry.blocked:
+        print(f"blocked by {BLOCK_ENV}: {', '.join(registry.blocked)}")
+    _print_broken(registry)
+    return 1 if registry.broken else 0
+
+
+def _print_entries(registry: Registry) -> None:
+    """Each kind's entries, with the plugin that registered them and their config fields."""
     for kind in KINDS:
         print(f"{kind}s:")
         for name, entry in sorted(registry.entries[kind].items()):
@@ -22,6 +36,11 @@ def _run(args: argparse.Namespace) -> int:
             for field, info in (model.model_fields.items() if model else ()):
                 default = "required" if info.is_required() else f"default {info.default!r}"
                 print(f"      {field}: {info.description or ''} ({default})")
-    if registry.blocked:
-        print(f"blocked by SLIMINFER_BLOCK_PLUGINS: {', '.join(registry.blocked)}")
-    return 0
+
+
+def _print_broken(registry: Registry) -> None:
+    """The plugins that failed to load: their errors name them and the variable value that skips them."""
+    if registry.broken:
+        print("broken plugins (nothing from them is registered):")
+        for error in registry.broken:
+            print(f"  {error}")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from sliminfer.cli.format import layer_runs, mib
 from sliminfer.core.config import load_config
 from sliminfer.core.errors import InputError
-from sliminfer.core.pipeline import SlimPipeline
+from sliminfer.core.pipeline import SlimPipeline, check_fast_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,18 +18,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. generation.max_new_tokens=32")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text")
-    src.add_argument("--prompt-file", type=Path, help="file holding the prompt text")
+    src.add_argument("--prompt-file", help="UTF-8 file holding the prompt text ('-': standard input)")
     parser.add_argument("--no-chat", action="store_true", help="do not wrap the prompt in the chat template")
     parser.add_argument("--fast", action="store_true",
                         help="greedy decode with static buffers, replayed as a CUDA graph on GPUs (no stop strings)")
     parser.set_defaults(func=_run)
 
 
+def read_prompt_file(name: str) -> str:
+    """The text of ``--prompt-file`` (``-`` reads standard input), refused unless it is UTF-8."""
+    try:
+        data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+    except OSError as exc:
+        raise InputError(f"--prompt-file: got {name!r}; cannot be read ({exc.strerror or exc}); give a readable "
+                         "text file, or - for standard input") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"--prompt-file: got {name!r}; not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                         "save it as UTF-8") from None
+
+
 def _run(args: argparse.Namespace) -> int:
-    if args.prompt_file is not None and not args.prompt_file.is_file():
-        raise InputError(f"--prompt-file: {str(args.prompt_file)!r} is not a file")
-    prompt = args.prompt if args.prompt is not None else args.prompt_file.read_text(encoding="utf-8")
-    pipe = SlimPipeline.from_config(load_config(args.config, args.overrides))
+    prompt = args.prompt if args.prompt is not None else read_prompt_file(args.prompt_file)
+    if not prompt:  # checked before the model loads
+        source = "--prompt" if args.prompt is not None else f"--prompt-file {args.prompt_file}"
+        raise InputError(f"{source}: the prompt is empty; give some text")
+    config = load_config(args.config, args.overrides)
+    if args.fast:
+        check_fast_options(config.generation)
+    pipe = SlimPipeline.from_config(config)
     out = pipe.generate(prompt, chat_template=False if args.no_chat else None, fast=args.fast)
     print(out.text)
     pre = out.prefill

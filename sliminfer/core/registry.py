@@ -6,6 +6,14 @@ the registry's internals. Third-party plugins load from the ``sliminfer`` entry-
 environment variable ``SLIMINFER_BLOCK_PLUGINS`` (comma-separated entry-point names, or ``*`` for
 all) keeps named plugins from loading at all.
 
+Entry points are loaded one at a time, and only those declared in that group, so a plugin that fails
+(at import, in ``sliminfer_register``, or by defining no sliminfer hook at all, which means its entry
+point names the wrong module) is known by name: it becomes a :class:`PluginError` that names the
+entry point, its target and distribution, the original exception, and the ``SLIMINFER_BLOCK_PLUGINS``
+value that skips it. :func:`get_registry` raises it; ``sliminfer plugins`` lists it beside what loaded.
+The built-in strategies cannot be blocked, and a blocked name that matches no installed entry point
+(a typo, most likely) is warned about.
+
 Observer hooks (prefill start/end, each pruning decision, each decode step) are plain pluggy hooks.
 The pipeline resolves strategies once per run and checks once whether any observer is registered,
 so pluggy stays out of the per-token loop.
@@ -13,9 +21,12 @@ so pluggy stays out of the per-token loop.
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pluggy
@@ -32,6 +43,8 @@ PROJECT = "sliminfer"
 ENTRY_POINT_GROUP = "sliminfer"
 BLOCK_ENV = "SLIMINFER_BLOCK_PLUGINS"
 KINDS = ("scorer", "schedule", "cache", "adapter")
+BUILTINS = "sliminfer.builtins"
+BUILTIN_NAMES = frozenset({BUILTINS, "builtins"})  # what a user may write to mean the built-ins
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -113,6 +126,40 @@ class Hookspecs:
         """Observe each generated token."""
 
 
+HOOKS = tuple(name for name in vars(Hookspecs) if name.startswith(f"{PROJECT}_"))
+
+
+class PluginError(SlimInferError):
+    """An entry-point plugin that failed to load: which one, why, and the variable value that skips it.
+
+    The original exception, if any, is kept as ``__cause__`` (as ``raise ... from exc`` would), so a
+    traceback still shows where inside the plugin it failed.
+    """
+
+    def __init__(self, entry_point: EntryPoint, problem: str, blocked: Sequence[str] = ()) -> None:
+        self.name, self.target, self.problem = entry_point.name, entry_point.value, problem
+        self.distribution = entry_point.dist.name if entry_point.dist else None
+        source = f"distribution {self.distribution!r}" if self.distribution else "no known distribution"
+        skip = ",".join([*blocked, self.name])  # keep what is blocked already
+        super().__init__(
+            f"plugin {self.name!r} (entry point {self.target!r} of {source}) failed to load: {problem}; "
+            f"set {BLOCK_ENV}={skip} to skip it"
+        )
+
+    @classmethod
+    def caused_by(cls, entry_point: EntryPoint, exc: Exception, blocked: Sequence[str] = ()) -> PluginError:
+        """The error for ``exc`` raised while loading ``entry_point``, on one line and chained to it."""
+        message = " ".join(str(exc).split())  # pluggy's validation errors span several lines
+        error = cls(entry_point, f"{type(exc).__name__}: {message}" if message else type(exc).__name__, blocked)
+        error.__cause__ = exc
+        return error
+
+
+def plugin_entry_points() -> list[EntryPoint]:
+    """The declared entry points of the ``sliminfer`` group: the only third-party code the registry imports."""
+    return list(entry_points(group=ENTRY_POINT_GROUP))
+
+
 _BASES = {
     "scorer": ("sliminfer.strategies.base", "Scorer"),
     "schedule": ("sliminfer.strategies.base", "Schedule"),
@@ -122,8 +169,6 @@ _BASES = {
 
 
 def _base_class(kind: str) -> type:
-    import importlib
-
     module, name = _BASES[kind]
     return getattr(importlib.import_module(module), name)
 
@@ -131,20 +176,68 @@ def _base_class(kind: str) -> type:
 class Registry:
     """Everything registered, looked up by kind and name."""
 
-    def __init__(self, load_entry_points: bool = True) -> None:
+    def __init__(self, load_entry_points: bool = True, allow_broken: bool = False) -> None:
+        """Register the built-ins, then each entry-point plugin not blocked by ``SLIMINFER_BLOCK_PLUGINS``.
+
+        A plugin that fails to load is kept in ``broken`` and registers nothing; unless ``allow_broken``
+        (for ``sliminfer plugins``, which lists it), the first one is raised once all were tried.
+        """
         self.pm = pluggy.PluginManager(PROJECT)
         self.pm.add_hookspecs(Hookspecs)
         self.entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
         self.blocked = sorted(n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip())
+        self.broken: list[PluginError] = []
         from sliminfer import builtins
 
-        self.pm.register(builtins, name="sliminfer.builtins")
-        if load_entry_points and "*" not in self.blocked:
-            for name in self.blocked:
-                self.pm.set_blocked(name)
-            self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-        for plugin in self.pm.get_plugins():
-            self._register_plugin(plugin)
+        self.register_plugin(builtins, name=BUILTINS)
+        if load_entry_points:
+            self._load_entry_points(plugin_entry_points())
+        if not allow_broken:
+            self.raise_if_broken()
+
+    def _load_entry_points(self, declared: list[EntryPoint]) -> None:
+        """Load each declared plugin on its own, so a broken one is named and the others still load."""
+        self._check_blocked(sorted(entry_point.name for entry_point in declared))
+        if "*" in self.blocked:
+            return
+        for entry_point in declared:
+            if entry_point.name not in self.blocked:
+                error = self._load_entry_point(entry_point)
+                if error is not None:
+                    self.broken.append(error)
+
+    def _check_blocked(self, installed: list[str]) -> None:
+        """Refuse blocking the built-ins (it only surfaced later as "Available: (none)"); warn on a typo."""
+        if BUILTIN_NAMES.intersection(self.blocked):
+            blockable = ", ".join(installed) or "none: no entry-point plugin is installed"
+            raise ConfigError(
+                BLOCK_ENV, os.environ[BLOCK_ENV],
+                f"the built-in strategies ({BUILTINS!r}) cannot be blocked; blockable entry-point plugins: "
+                f"{blockable} (or '*' for all of them)",
+            )
+        for name in sorted(set(self.blocked) - set(installed) - {"*"}):
+            warnings.warn(f"{UnknownNameError('plugin', name, installed, BLOCK_ENV)}; blocking it does nothing")
+
+    def _load_entry_point(self, entry_point: EntryPoint) -> PluginError | None:
+        """Import and register one plugin; whatever goes wrong comes back as the PluginError naming it."""
+        try:
+            plugin = entry_point.load()
+            if not any(hasattr(plugin, hook) for hook in HOOKS):
+                return PluginError(
+                    entry_point,
+                    f"{entry_point.value!r} defines none of the sliminfer hooks ({', '.join(HOOKS)}); point "
+                    "the entry point at the module that does",
+                    self.blocked,
+                )
+            self.register_plugin(plugin, name=entry_point.name)
+        except Exception as exc:  # anything a plugin's import or registration raises
+            return PluginError.caused_by(entry_point, exc, self.blocked)
+        return None
+
+    def raise_if_broken(self) -> None:
+        """Raise the first plugin that failed to load, so nothing runs without a plugin it may need."""
+        if self.broken:
+            raise self.broken[0].with_traceback(None)  # a fresh traceback each time it is raised
 
     def _register_plugin(self, plugin: object) -> None:
         source = self.pm.get_name(plugin) or repr(plugin)
@@ -220,11 +313,17 @@ class Registry:
 _REGISTRY: Registry | None = None
 
 
-def get_registry() -> Registry:
-    """The process-wide registry, built on first use (importing sliminfer loads no plugin)."""
+def get_registry(allow_broken: bool = False) -> Registry:
+    """The process-wide registry, built on first use (importing sliminfer loads no plugin).
+
+    It raises the :class:`PluginError` of a plugin that failed to load on every call, unless
+    ``allow_broken`` (``sliminfer plugins`` lists what loaded and what did not).
+    """
     global _REGISTRY
     if _REGISTRY is None:
-        _REGISTRY = Registry()
+        _REGISTRY = Registry(allow_broken=True)
+    if not allow_broken:
+        _REGISTRY.raise_if_broken()
     return _REGISTRY
 
 
@@ -234,4 +333,14 @@ def reset_registry() -> None:
     _REGISTRY = None
 
 
-__all__ = ["ConfigError", "Entry", "Register", "Registry", "get_registry", "hookimpl", "reset_registry"]
+__all__ = [
+    "ConfigError",
+    "Entry",
+    "PluginError",
+    "Register",
+    "Registry",
+    "get_registry",
+    "hookimpl",
+    "plugin_entry_points",
+    "reset_registry",
+]

@@ -8,6 +8,7 @@ is what makes the unpruned path bit-identical to stock transformers.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,6 +39,10 @@ class ModelAdapter(DecodeParts):
         self.layers = self.base.layers
         self.check_supported()
         self._rope = sys.modules[type(self.layers[0].self_attn).__module__].apply_rotary_pos_emb
+        #: transformers 5.24 renamed the attention's ``past_key_values`` to ``cache`` (the old name warns on
+        #: every call); pass the one the installed modules take
+        accepted = inspect.signature(type(self.layers[0].self_attn).forward).parameters
+        self._cache_kwarg = "cache" if "cache" in accepted else "past_key_values"
         #: this process's attention heads when transformers' tensor parallelism has sharded them, else None
         self.head_shards: HeadShards | None = find_head_shards(
             self.layers[0].self_attn, int(self.config.num_attention_heads), int(self.config.num_key_value_heads)
@@ -141,7 +146,7 @@ class ModelAdapter(DecodeParts):
             hidden_states=block.input_layernorm(hidden),
             position_embeddings=position_embeddings,
             attention_mask=attention_mask,
-            past_key_values=cache,
+            **{self._cache_kwarg: cache},
         )
         return hidden + attn_out
 
