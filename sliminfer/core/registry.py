@@ -280,7 +280,7 @@ class Registry:
         """Validate a strategy section's options with the strategy's own config model."""
         entry = self.get(kind, spec.name, f"{field}.name")
         try:
-            return entry.cls.Config.model_validate(spec.options)
+            return entry.cls.Config.model_validate(spec.options, strict=True)  # a plugin's too: no coercion
         except ValidationError as exc:
             raise config_error_from_validation(exc, prefix=field, model=entry.cls.Config) from None
 
