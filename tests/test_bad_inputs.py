@@ -20,7 +20,7 @@ import torch
 
 from sliminfer.cli.main import main
 from sliminfer.core.config import load_config
-from sliminfer.core.errors import ConfigError, InputError, SlimInferError
+from sliminfer.core.errors import ConfigError, InputError, SlimInferError, UnsupportedModelError
 from sliminfer.core.pipeline import SlimPipeline
 from tiny_models import tiny_model
 
@@ -199,6 +199,29 @@ def test_config_refuses(tmp_path, case: Case) -> None:
         assert text in str(info.value)
 
 
+def _windowed_llama() -> torch.nn.Module:
+    model = tiny_model("llama")
+    model.config.sliding_window = 16  # as a Mistral-like config would carry it
+    return model
+
+
+MODEL_CASES = [
+    Case("sliding-window layers (qwen2)", lambda: tiny_model("qwen2", use_sliding_window=True, sliding_window=16,
+                                                             max_window_layers=2), UnsupportedModelError,
+         ("sliding_attention", "full-attention layers only")),
+    Case("sliding_window without layer_types", _windowed_llama, UnsupportedModelError,
+         ("sliding_window=16", "full-attention layers only")),
+]
+
+
+@pytest.mark.parametrize("case", MODEL_CASES, ids=lambda c: c.id)
+def test_model_refused(case: Case) -> None:
+    with pytest.raises(case.error) as info:
+        SlimPipeline(case.call(), config=load_config("origin"))
+    for text in case.says:
+        assert text in str(info.value)
+
+
 def test_tuples_are_lists(tmp_path) -> None:
     config = load_config({"pruning": {**FIXED, "schedule": {"name": "fixed", "layers": (1, 3), "budgets": (64, 32)}}})
     from sliminfer.core.registry import get_registry
@@ -304,5 +327,5 @@ def test_overrides_only_where_a_command_takes_them(capsys) -> None:
 
 
 def test_every_error_here_is_sliminfers_own() -> None:
-    for case in PROMPT_CASES + GENERATION_CASES + CONFIG_CASES + CHECKPOINT_CASES:
+    for case in PROMPT_CASES + GENERATION_CASES + CONFIG_CASES + CHECKPOINT_CASES + MODEL_CASES:
         assert issubclass(case.error, SlimInferError), case.id

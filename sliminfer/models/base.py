@@ -70,6 +70,18 @@ class ModelAdapter(DecodeParts):
                 f"{self.config.model_type}: layers {sliding} use {layer_types[sliding[0]]!r}; sliminfer supports "
                 "full-attention layers only (set use_sliding_window=false in the model config)"
             )
+        # models without layer_types (Mistral-like) apply config.sliding_window in every layer; the prefill
+        # passes no mask to SDPA, so a window would be silently ignored: refuse it instead
+        windows = {getattr(block.self_attn, "sliding_window", None) for block in self.layers}
+        if not layer_types:
+            windows.add(getattr(self.config, "sliding_window", None))
+        windows.discard(None)
+        if windows:
+            raise UnsupportedModelError(
+                f"{self.config.model_type}: sliding_window={sorted(windows)[0]} (config.json) limits attention to a "
+                "window; sliminfer supports full-attention layers only (set sliding_window to null in config.json "
+                "to run with full attention)"
+            )
 
     # shapes -------------------------------------------------------------------------------
     @staticmethod
