@@ -1,14 +1,26 @@
 """sliminfer: fast long-context inference by pruning prompt tokens' hidden states mid-model (SlimInfer).
 
-Importing the package loads no plugin and touches no GPU; the registry is built on first use.
+Importing the package loads no plugin and no concrete strategy, and touches no GPU; the registry is built on first use.
 """
 
 from sliminfer.cache.memory import GPUOutOfMemoryError
-from sliminfer.core.config import SlimConfig, load_config
+from sliminfer.core import registry as _registry
+from sliminfer.core.config import SlimConfig
 from sliminfer.core.errors import ConfigError, InputError, SlimInferError, UnknownNameError, UnsupportedModelError
-from sliminfer.core.pipeline import SlimPipeline
+from sliminfer.core.pipeline import SlimPipeline, load_config
 from sliminfer.core.registry import Register, get_registry, hookimpl
 from sliminfer.core.results import GenerationResult, PrefillResult
+
+
+def _builtins() -> object:
+    """The built-in strategies' plugin, imported when the first registry is built. The package wires it
+    in, from the top of the import graph, so the registry never imports a concrete strategy."""
+    from sliminfer import builtins
+
+    return builtins
+
+
+_registry.provide_builtins(_builtins)
 
 __version__ = "0.1.0"
 

@@ -19,9 +19,8 @@ import pytest
 import torch
 
 from sliminfer.cli.main import main
-from sliminfer.core.config import load_config
 from sliminfer.core.errors import ConfigError, InputError, SlimInferError, UnsupportedModelError
-from sliminfer.core.pipeline import SlimPipeline
+from sliminfer.core.pipeline import SlimPipeline, load_config
 from tiny_models import tiny_model
 
 FIXED = {"scorer": {"name": "token_unit", "block_size": 8, "unit_size": 4}}

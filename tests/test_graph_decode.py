@@ -177,18 +177,21 @@ def test_pipeline_generate_fast_equals_generate() -> None:
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_fused_projections_share_storage_and_change_nothing(arch: str) -> None:
+def test_fused_projections_are_copies_and_change_nothing(arch: str) -> None:
     from sliminfer.models.decode_parts import fuse_projections
 
     pipe = _pipe(arch, pruned=False)
     ids = _ids(120, seed=3)
     before = pipe.prefill(ids).logits
-    params = sum(p.numel() for p in pipe.model.parameters())
-    assert fuse_projections(pipe.adapter) and fuse_projections(pipe.adapter)  # idempotent
+    pointers = [p.data_ptr() for p in pipe.model.parameters()]
+    fused = fuse_projections(pipe.adapter)
+    assert fused is not None and fuse_projections(pipe.adapter) is fused  # one copy while it lives
     attn = pipe.adapter.layers[0].self_attn
-    w_qkv = pipe.adapter._fused[0][0]
-    assert attn.k_proj.weight.data_ptr() == w_qkv[attn.q_proj.weight.shape[0]:].data_ptr()
-    assert sum(p.numel() for p in pipe.model.parameters()) == params
+    qkv = fused.layers[0].qkv
+    assert qkv.sizes == (attn.q_proj.out_features, attn.k_proj.out_features, attn.v_proj.out_features)
+    assert torch.equal(qkv.weight[qkv.sizes[0]:qkv.sizes[0] + qkv.sizes[1]], attn.k_proj.weight)
+    assert qkv.weight.untyped_storage().data_ptr() != attn.k_proj.weight.untyped_storage().data_ptr()
+    assert [p.data_ptr() for p in pipe.model.parameters()] == pointers
     assert torch.equal(pipe.prefill(ids).logits, before)
 
 
@@ -196,11 +199,18 @@ def test_eager_decode_steps_exclude_cudnn_attention_on_cuda() -> None:
     """cuDNN builds an execution plan per new KV length (a decode step meets new lengths every step)."""
     from sliminfer.core.forward import decode_attention_kernels
 
-    with decode_attention_kernels(torch.device("cuda")):
-        assert not torch.backends.cuda.cudnn_sdp_enabled()
-        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
-    with decode_attention_kernels(torch.device("cpu")):
-        assert torch.backends.cuda.cudnn_sdp_enabled() == torch.backends.cuda.cudnn_sdp_enabled()
+    was = torch.backends.cuda.cudnn_sdp_enabled()
+    torch.backends.cuda.enable_cudnn_sdp(True)  # the flag the CUDA context turns off, on to begin with
+    try:
+        with decode_attention_kernels(torch.device("cuda")):
+            assert not torch.backends.cuda.cudnn_sdp_enabled()
+            assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
+        assert torch.backends.cuda.cudnn_sdp_enabled()  # restored on the way out
+        with decode_attention_kernels(torch.device("cpu")):
+            assert torch.backends.cuda.cudnn_sdp_enabled()  # the CPU leaves the kernel choice alone
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(was)
 
 
 def test_no_device_alias_without_cuda_and_pinned_memory() -> None:

@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel
 
 from sliminfer.core.config import ConfigModel
-from sliminfer.core.registry import Strategy
+from sliminfer.core.strategy import Strategy
 
 
 class NoOptions(ConfigModel):

@@ -22,9 +22,9 @@ from sliminfer.bench.grid import ALL_MODES, DECODERS, MODES, GridSettings
 from sliminfer.bench.report import plot, summary, write_json
 from sliminfer.bench.run import load_bench_pipeline, run_bench
 from sliminfer.bench.shapes import shape_names
-from sliminfer.core.config import load_config
-from sliminfer.core.graph_decode import ATTENTION_CHOICES
 from sliminfer.core.errors import ConfigError
+from sliminfer.core.graph_decode import ATTENTION_CHOICES
+from sliminfer.core.pipeline import load_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sliminfer.core.config import SlimConfig, load_config, preset_names
+from sliminfer.core.config import SlimConfig, preset_names
 from sliminfer.core.loading import read_model_config
-from sliminfer.core.pipeline import check_config_fits_checkpoint
+from sliminfer.core.pipeline import check_config_fits_checkpoint, load_config
 from sliminfer.core.registry import get_registry
 
 

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 from sliminfer.cli.format import layer_runs, mib
-from sliminfer.core.config import load_config
 from sliminfer.core.errors import InputError
-from sliminfer.core.pipeline import SlimPipeline, check_fast_options
+from sliminfer.core.pipeline import SlimPipeline, check_fast_options, load_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,6 +5,10 @@ preset name, a dict from code and command-line overrides all pass through the sa
 the same way: a :class:`~sliminfer.core.errors.ConfigError` naming the field path, the value and what
 is allowed, before any weight is loaded.
 
+This module knows the schema only, not the registry (which imports it): :func:`read_config` validates
+against the models below, and :func:`sliminfer.load_config` (:func:`sliminfer.core.pipeline.load_config`)
+adds the strategy checks on top.
+
 Strategy sections (``pruning.scorer``, ``pruning.schedule``, ``cache``) are written flat in YAML
 (``{name: token_unit, block_size: 64}``); their options are validated by the config model that the
 named strategy registered (see :mod:`sliminfer.core.registry`).
@@ -13,6 +17,7 @@ named strategy registered (see :mod:`sliminfer.core.registry`).
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -265,14 +270,16 @@ def config_error_from_validation(
     return ConfigError(field, err.get("input"), rule)
 
 
-def load_config(
+def read_config(
     source: str | Path | Mapping[str, Any] | SlimConfig | None = None,
     overrides: Mapping[str, Any] | Iterable[str] | None = None,
 ) -> SlimConfig:
-    """Load a config from a preset name, a YAML path, a dict or a config, apply overrides, validate.
+    """Read a config from a preset name, a YAML path, a dict or a config, apply overrides, validate it
+    against the schema.
 
-    Strategy names and options are checked against the registry here too, so ``config validate``
-    catches everything that does not depend on the model itself.
+    Strategy sections are only checked to name something; whether that names a registered strategy and
+    whether its options are valid is for :func:`sliminfer.core.pipeline.load_config`, which calls this
+    and is what users call (as ``sliminfer.load_config``).
     """
     data = _read_source(source)
     if overrides:
@@ -283,10 +290,23 @@ def load_config(
         config = SlimConfig.model_validate(data)
     except ValidationError as exc:
         raise config_error_from_validation(exc) from None
-    from sliminfer.core.registry import get_registry  # the registry imports this module
-
-    get_registry().check_config(config)
     return config
+
+
+def load_config(
+    source: str | Path | Mapping[str, Any] | SlimConfig | None = None,
+    overrides: Mapping[str, Any] | Iterable[str] | None = None,
+) -> SlimConfig:
+    """Deprecated alias of :func:`read_config`, kept for old imports: it does NOT check strategy names
+    and options against the registry (this module cannot know it); use ``sliminfer.load_config``
+    (:func:`sliminfer.core.pipeline.load_config`), which does."""
+    warnings.warn(
+        "sliminfer.core.config.load_config is deprecated and checks no strategy name or option; "
+        "use sliminfer.load_config (sliminfer.core.pipeline.load_config)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return read_config(source, overrides)
 
 
 __all__ = [
@@ -296,7 +316,7 @@ __all__ = [
     "PruningSection",
     "SlimConfig",
     "StrategySpec",
-    "load_config",
     "parse_overrides",
     "preset_names",
+    "read_config",
 ]

@@ -16,8 +16,10 @@ can be captured once and replayed:
   next step reads it: n tokens cost n replays and one host sync.
 
 On the CPU the same static step runs eagerly, which is what CI checks against the eager decode.
-Projections, norms, RoPE and the MLP are the model's own modules (through the adapter), so only the
-attention call differs from the eager path.
+Norms, RoPE and the output projections are the model's own modules (through the adapter); q/k/v and
+gate/up run as one matmul each from the decoder's own concatenated copies of those weights
+(:class:`~sliminfer.models.decode_parts.FusedProjections`: one extra copy of them while a decoder lives;
+``fuse=False`` runs the model's modules instead). The model itself is never changed.
 """
 
 from __future__ import annotations
@@ -107,6 +109,13 @@ class StaticDecoder:
     into it writes the prompt KV straight into the static buffers), :meth:`load`, :meth:`decode`,
     :meth:`tokens`. A decoder serves any later prompt whose layers fit (:meth:`fits`), reusing its
     graph: capture once, replay for every request.
+
+    ``fuse`` (default True): run each layer's q/k/v and gate/up as one matmul each, from copies of those
+    weights that the decoder holds (:attr:`fused`; decoders of one adapter alive at once share them). The
+    cost is one extra copy of the attention q/k/v and MLP gate/up weights on the device (about 56% of a
+    Llama-3-8B's weights) for as long as the decoder lives; ``fuse=False`` keeps no copy and calls the
+    model's modules (three more launches per layer and step). Layers whose linears are not plain
+    ``torch.nn.Linear`` (quantized, LoRA-wrapped, hooked) always run through their own modules.
     """
 
     def __init__(
@@ -120,6 +129,7 @@ class StaticDecoder:
         attention: str = "auto",
         graph: bool | None = None,
         compile: bool | None = None,
+        fuse: bool = True,
     ) -> None:
         if attention not in ATTENTION_CHOICES:
             raise InputError(f"attention: {attention!r}; choose one of {', '.join(ATTENTION_CHOICES)}")
@@ -152,9 +162,12 @@ class StaticDecoder:
         self.graph_error: str | None = None
         self.capture_s = 0.0
         self._steps_done: int | None = None  # decode steps since the last load (None: nothing loaded)
-        with torch.no_grad():
-            fuse_projections(adapter)  # q/k/v and gate/up as one matmul each, weights shared in place
-        self._parts = bind_decode_parts(adapter)
+        if not isinstance(fuse, bool):
+            raise InputError(f"fuse: {fuse!r}; must be True or False")
+        # q/k/v and gate/up as one matmul each, from this decoder's own copies of those weights (shared
+        # with any other live decoder of the adapter); the model is not changed. See FusedProjections.
+        self.fused = fuse_projections(adapter) if fuse else None
+        self._parts = bind_decode_parts(adapter, self.fused)
         self._scales = [self._parts.scale(i) for i in range(adapter.num_layers)]
         self._q_heads = adapter.num_q_heads
         self._flash = _flash_op() if attention == "flash" else None
@@ -209,6 +222,7 @@ class StaticDecoder:
             and keys.dtype == self.dtype
             and keys.device == self.device
             and all(n + max_new_tokens - 1 <= c for n, c in zip(prefill.tokens_per_layer, self.capacities))
+            and (self.fused is None or self.fused.valid_for(self.adapter))  # projections replaced: rebuild
         )
 
     def prefill_cache(self) -> GPUResidentCache:
@@ -222,6 +236,8 @@ class StaticDecoder:
     @torch.inference_mode()
     def load(self, prefill: PrefillResult, first_token: torch.Tensor) -> None:
         """Take the prompt KV of ``prefill`` and the first generated token; reset the step counter."""
+        if self.fused is not None:
+            self.fused.refresh()  # the model's weights changed in place since: copy them in again
         cache = prefill.cache
         if not isinstance(cache, GPUResidentCache):
             raise InputError(f"fast decode: the prefill's cache is a {type(cache).__name__}; it needs the "

@@ -67,7 +67,8 @@ class OffloadStaticDecoder(StaticDecoder):
     """Static decode for a prompt whose KV the offload manager holds (see the module docstring)."""
 
     def __init__(self, adapter: ModelAdapter, manager: OffloadingKVManager, max_new_tokens: int,
-                 *, attention: str = "auto", graph: bool | None = None, compile: bool | None = None) -> None:
+                 *, attention: str = "auto", graph: bool | None = None, compile: bool | None = None,
+                 fuse: bool = True) -> None:
         self.check_options(attention=attention)
         if manager.step < 0 or any(st is None or st.buf is None for st in manager.layers):
             raise InputError("offload decode: run the manager's first decode steps before handing over")
@@ -83,7 +84,8 @@ class OffloadStaticDecoder(StaticDecoder):
         any_buf = manager.layers[0].buf
         self._segment_fn = self._segment  # compiled by _compiled_step when compile is on (on GPUs by default)
         super().__init__(adapter, caps, max_new_tokens, dtype=any_buf.dtype, device=device,
-                         attention="split" if attention == "auto" else attention, graph=graph, compile=compile)
+                         attention="split" if attention == "auto" else attention, graph=graph, compile=compile,
+                         fuse=fuse)  # fuse: the fused q/k/v and gate/up copies, as in StaticDecoder
         ends = {group.layers[-1] + 1: g for g, group in enumerate(manager.groups)}
         bounds = sorted(set(ends) | {adapter.num_layers})
         # (first layer, end layer, the group that reselects after the segment or None)

@@ -6,7 +6,7 @@ registry lookup happens per token) and a tokenizer, and offers ``prefill`` and `
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,7 +14,7 @@ import torch
 from pydantic import ValidationError
 
 from sliminfer.core import events
-from sliminfer.core.config import GenerationSection, SlimConfig, config_error_from_validation, load_config
+from sliminfer.core.config import GenerationSection, SlimConfig, config_error_from_validation, read_config
 from sliminfer.core.errors import ConfigError
 from sliminfer.core.forward import StagedForward
 from sliminfer.core.prompts import prompt_ids
@@ -263,6 +263,24 @@ def check_model_object(model: Any) -> None:
             "must be a transformers PreTrainedModel (e.g. AutoModelForCausalLM.from_pretrained(...)) or, for "
             "from_pretrained, a local checkpoint directory path",
         )
+
+
+def load_config(
+    source: ConfigSource = None,
+    overrides: Mapping[str, Any] | Iterable[str] | None = None,
+    registry: Registry | None = None,
+) -> SlimConfig:
+    """Load a config from a preset name, a YAML path, a dict or a config, apply overrides, validate.
+
+    Strategy names and options are checked against the registry (``registry``, by default the
+    process-wide one) here too, so ``config validate`` catches everything that does not depend on the
+    model itself. This is ``sliminfer.load_config``; it lives above both the config schema
+    (:func:`~sliminfer.core.config.read_config`) and the registry (which imports the schema), so the
+    schema never reaches for the registry.
+    """
+    config = read_config(source, overrides)
+    (registry if registry is not None else get_registry()).check_config(config)
+    return config
 
 
 def check_config_fits_checkpoint(config: SlimConfig, registry: Registry, hf_config: Any) -> None:

@@ -14,6 +14,12 @@ value that skips it. :func:`get_registry` raises it; ``sliminfer plugins`` lists
 The built-in strategies cannot be blocked, and a blocked name that matches no installed entry point
 (a typo, most likely) is warned about.
 
+The registry knows the base class of each kind (it imports them: they derive from the leaf
+:class:`~sliminfer.core.strategy.Strategy` and import nothing of this module) but no concrete strategy:
+the built-ins are handed to it by the package (``sliminfer/__init__.py`` calls :func:`provide_builtins`,
+which any import of a sliminfer module runs first), so importing this module imports no strategy, and
+the built-ins load when the first registry is built.
+
 Observer hooks (prefill start/end, each pruning decision, each decode step) are plain pluggy hooks.
 The pipeline resolves strategies once per run and checks once whether any observer is registered,
 so pluggy stays out of the per-token loop.
@@ -21,20 +27,23 @@ so pluggy stays out of the per-token loop.
 
 from __future__ import annotations
 
-import importlib
 import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 from pydantic import BaseModel, ValidationError
 
+from sliminfer.cache.base import KVCacheManager
 from sliminfer.core import events
 from sliminfer.core.config import SlimConfig, StrategySpec, config_error_from_validation
 from sliminfer.core.errors import ConfigError, SlimInferError, UnknownNameError, UnsupportedModelError
+from sliminfer.core.strategy import Strategy
+from sliminfer.models.base import ModelAdapter
+from sliminfer.strategies.base import Scorer, Schedule
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -43,20 +52,11 @@ PROJECT = "sliminfer"
 ENTRY_POINT_GROUP = "sliminfer"
 BLOCK_ENV = "SLIMINFER_BLOCK_PLUGINS"
 KINDS = ("scorer", "schedule", "cache", "adapter")
-BUILTINS = "sliminfer.builtins"
+BUILTINS = "sliminfer.builtins"  # the built-ins' plugin name (the module sliminfer/__init__.py provides)
 BUILTIN_NAMES = frozenset({BUILTINS, "builtins"})  # what a user may write to mean the built-ins
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
-
-
-class Strategy:
-    """What every registered class has: a pydantic ``Config`` and a constructor taking it."""
-
-    Config: ClassVar[type[BaseModel]]
-
-    def __init__(self, config: BaseModel) -> None:
-        self.config = config
 
 
 @dataclass(frozen=True)
@@ -160,36 +160,51 @@ def plugin_entry_points() -> list[EntryPoint]:
     return list(entry_points(group=ENTRY_POINT_GROUP))
 
 
-_BASES = {
-    "scorer": ("sliminfer.strategies.base", "Scorer"),
-    "schedule": ("sliminfer.strategies.base", "Schedule"),
-    "cache": ("sliminfer.cache.base", "KVCacheManager"),
-    "adapter": ("sliminfer.models.base", "ModelAdapter"),
+#: the class each kind's registered classes must subclass (each derives from :class:`Strategy`)
+BASES: dict[str, type[Strategy]] = {
+    "scorer": Scorer,
+    "schedule": Schedule,
+    "cache": KVCacheManager,
+    "adapter": ModelAdapter,
 }
 
+_builtins_loader: Callable[[], object] | None = None
 
-def _base_class(kind: str) -> type:
-    module, name = _BASES[kind]
-    return getattr(importlib.import_module(module), name)
+
+def provide_builtins(load: Callable[[], object]) -> None:
+    """Say how to get the built-in plugin (an object with ``sliminfer_register``); ``load`` is called each
+    time a registry is built without ``builtins=``. ``sliminfer/__init__.py`` passes one that imports
+    :mod:`sliminfer.builtins`, so this module never imports a concrete strategy itself."""
+    global _builtins_loader
+    _builtins_loader = load
+
+
+def default_builtins() -> object:
+    """The built-in plugin :func:`provide_builtins` gave."""
+    if _builtins_loader is None:  # only if sliminfer/__init__.py did not run, which importing this module runs
+        raise SlimInferError("no built-in strategies were provided (sliminfer.core.registry.provide_builtins)")
+    return _builtins_loader()
 
 
 class Registry:
     """Everything registered, looked up by kind and name."""
 
-    def __init__(self, load_entry_points: bool = True, allow_broken: bool = False) -> None:
+    def __init__(
+        self, load_entry_points: bool = True, allow_broken: bool = False, builtins: object | None = None
+    ) -> None:
         """Register the built-ins, then each entry-point plugin not blocked by ``SLIMINFER_BLOCK_PLUGINS``.
 
-        A plugin that fails to load is kept in ``broken`` and registers nothing; unless ``allow_broken``
-        (for ``sliminfer plugins``, which lists it), the first one is raised once all were tried.
+        ``builtins`` is the built-in plugin, registered under the name ``sliminfer.builtins``; by default
+        the one :func:`provide_builtins` gave (:mod:`sliminfer.builtins`). A plugin that fails to load is
+        kept in ``broken`` and registers nothing; unless ``allow_broken`` (for ``sliminfer plugins``,
+        which lists it), the first one is raised once all were tried.
         """
         self.pm = pluggy.PluginManager(PROJECT)
         self.pm.add_hookspecs(Hookspecs)
         self.entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
         self.blocked = sorted(n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip())
         self.broken: list[PluginError] = []
-        from sliminfer import builtins
-
-        self.register_plugin(builtins, name=BUILTINS)
+        self.register_plugin(default_builtins() if builtins is None else builtins, name=BUILTINS)
         if load_entry_points:
             self._load_entry_points(plugin_entry_points())
         if not allow_broken:
@@ -246,7 +261,7 @@ class Registry:
             return
 
         def add(kind: str, name: str, cls: type) -> None:
-            base = _base_class(kind)
+            base = BASES[kind]
             if not (isinstance(cls, type) and issubclass(cls, base)):
                 raise SlimInferError(f"plugin {source!r} registered {kind} {name!r} as {cls!r}, not a {base.__name__}")
             if kind != "adapter" and not isinstance(getattr(cls, "Config", None), type):
@@ -334,6 +349,7 @@ def reset_registry() -> None:
 
 
 __all__ = [
+    "BASES",
     "ConfigError",
     "Entry",
     "PluginError",
@@ -342,5 +358,6 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "plugin_entry_points",
+    "provide_builtins",
     "reset_registry",
 ]

@@ -20,9 +20,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from sliminfer.core.config import SlimConfig, load_config
+from sliminfer.core.config import SlimConfig
 from sliminfer.core.errors import ConfigError
-from sliminfer.core.pipeline import SlimPipeline
+from sliminfer.core.pipeline import SlimPipeline, load_config
 from sliminfer.eval.base import Record, Task
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from sliminfer.core.errors import UnsupportedModelError
+from sliminfer.core.strategy import Strategy
 from sliminfer.models.decode_parts import DecodeParts
 from sliminfer.models.sharding import HeadShards, find_head_shards
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 PositionEmbeddings = tuple[torch.Tensor, torch.Tensor]
 
 
-class ModelAdapter(DecodeParts):
+class ModelAdapter(Strategy, DecodeParts):
     """Adapter for decoder-only models laid out like Llama: ``model.model.{embed_tokens, layers, norm,
     rotary_emb}`` and layers with ``input_layernorm, self_attn, post_attention_layernorm, mlp``."""
 

@@ -8,11 +8,15 @@ per-head q/k norms, RoPE), the softmax scale, and the output projection.
 
 ``DecodeParts`` is a base of :class:`~sliminfer.models.base.ModelAdapter` (Llama layout; a model laid
 out differently overrides these methods in its adapter); :func:`bind_decode_parts` also binds its
-methods to an adapter object that does not inherit it (a third-party adapter).
+methods to an adapter object that does not inherit it (a third-party adapter). A static decoder binds
+them with :class:`FusedProjections`, its own concatenated copies of the q/k/v and gate/up weights (one
+matmul each); the model's modules and parameters are never changed.
 """
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from types import MethodType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -22,48 +26,212 @@ if TYPE_CHECKING:
     from sliminfer.models.base import ModelAdapter, PositionEmbeddings
 
 
-def _fuse_rows(linears: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Concatenate the linears' weights (and biases) by output rows, and make each linear's weight a
-    view into the result: one matmul then serves all of them, with no second copy of the weights."""
-    weight = torch.cat([lin.weight.data for lin in linears], dim=0)
-    has_bias = all(lin.bias is not None for lin in linears)
-    bias = torch.cat([lin.bias.data for lin in linears], dim=0) if has_bias else None
-    start = 0
-    for lin in linears:
-        rows = lin.weight.shape[0]
-        lin.weight.data = weight[start : start + rows]
-        if has_bias:
-            lin.bias.data = bias[start : start + rows]
-        start += rows
-    return weight, bias
+def _fusable(linears: list[Any]) -> bool:
+    """Whether ``linears`` are plain ``torch.nn.Linear`` modules whose one matmul over their concatenated
+    weights computes exactly what their own forwards do: no subclass (quantized, LoRA-wrapped or
+    parametrized modules override forward or hold no weight Parameter), no hooks, plain dense weights
+    (not DTensor shards, quantized or meta tensors) of one dtype on one device, the same input width."""
+    if any(type(lin) is not torch.nn.Linear for lin in linears):
+        return False
+    if _global_hooks() or any(lin._forward_hooks or lin._forward_pre_hooks for lin in linears):
+        return False
+    weights = [lin.weight for lin in linears]
+    tensors = weights + [lin.bias for lin in linears if lin.bias is not None]
+    if any(not isinstance(t, torch.nn.Parameter) or type(t.data) is not torch.Tensor for t in tensors):
+        return False
+    first = weights[0]
+    return (first.device.type != "meta" and first.dtype.is_floating_point
+            and all(t.device == first.device and t.dtype == first.dtype for t in tensors)
+            and all(w.dim() == 2 and w.shape[1] == first.shape[1] for w in weights))
 
 
-def fuse_projections(adapter: Any) -> bool:
-    """Fuse each layer's q/k/v and gate/up projections in place (idempotent); False where not possible.
+def _global_hooks() -> bool:
+    from torch.nn.modules import module
 
-    A batch-1 decode step is a chain of matrix-vector products, each with a fixed launch cost: fusing
-    q/k/v into one and gate/up into one removes three of seven per layer. The model's own modules keep
-    working unchanged (their weights become views of the fused tensors). Tensor-parallel (DTensor)
-    weights are left alone.
+    return bool(getattr(module, "_global_forward_hooks", None) or getattr(module, "_global_forward_pre_hooks", None))
+
+
+def _version(t: torch.Tensor) -> object:
+    """``t``'s in-place version counter; a fresh object (never equal: copy again) for an inference tensor
+    (a model built under ``torch.inference_mode``), which keeps none."""
+    if t.is_inference():
+        return object()
+    return t._version
+
+
+class _FusedGroup:
+    """One matmul's worth of linears: their weights (and biases) concatenated by output rows, as copies."""
+
+    def __init__(self, linears: list[Any]) -> None:
+        self.linears = linears
+        self.sizes = tuple(int(lin.weight.shape[0]) for lin in linears)
+        self.weight = torch.cat([lin.weight.detach() for lin in linears], dim=0)
+        has_bias = any(lin.bias is not None for lin in linears)
+        self.bias = torch.cat([self._bias(lin) for lin in linears], dim=0) if has_bias else None
+        self.stamp = self._stamp()
+
+    @staticmethod
+    def _bias(lin: Any) -> torch.Tensor:
+        """The linear's bias, zeros for one without (a fused matmul adds one bias vector for all)."""
+        if lin.bias is not None:
+            return lin.bias.detach()
+        return lin.weight.new_zeros(lin.weight.shape[0])
+
+    def _stamp(self) -> tuple[Any, ...]:
+        """Where the source tensors live and their in-place versions: any change moves the stamp."""
+        return tuple((t.data_ptr(), _version(t)) for lin in self.linears for t in (lin.weight, lin.bias)
+                     if t is not None)
+
+    def same_layout(self, linears: list[Any]) -> bool:
+        """Whether ``linears`` (the layer's modules now) are the ones fused, still fusable, same shapes."""
+        return (all(a is b for a, b in zip(linears, self.linears)) and _fusable(linears)
+                and tuple(int(lin.weight.shape[0]) for lin in linears) == self.sizes
+                and linears[0].weight.shape[1] == self.weight.shape[1]
+                and (self.bias is not None) == any(lin.bias is not None for lin in linears))
+
+    def refresh(self) -> None:
+        """Copy the sources in again if they changed since (in place, so a captured graph stays valid)."""
+        stamp = self._stamp()
+        if stamp == self.stamp:
+            return
+        with torch.no_grad():
+            for part, lin in zip(self.weight.split(self.sizes, dim=0), self.linears):
+                part.copy_(lin.weight)
+            if self.bias is not None:
+                for part, lin in zip(self.bias.split(self.sizes, dim=0), self.linears):
+                    part.copy_(self._bias(lin))
+        self.stamp = stamp
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.weight, self.bias) if t is not None)
+
+
+class FusedLayer(NamedTuple):
+    qkv: _FusedGroup | None  # None: that layer's projections run through their own modules
+    gate_up: _FusedGroup | None
+
+
+def _layer_groups(block: Any) -> tuple[list[Any], list[Any]]:
+    """The layer's q/k/v and gate/up linears (None for one it lacks). The fused MLP computes
+    ``down_proj(act_fn(gate) * up)`` itself, so an MLP module without those parts or with hooks of its
+    own (which the fused path would skip) gives ``[None]``: its own forward runs."""
+    attn, mlp = block.self_attn, block.mlp
+    qkv = [getattr(attn, name, None) for name in ("q_proj", "k_proj", "v_proj")]
+    gate_up = [getattr(mlp, name, None) for name in ("gate_proj", "up_proj")]
+    if not (hasattr(mlp, "down_proj") and hasattr(mlp, "act_fn")) or mlp._forward_hooks or mlp._forward_pre_hooks:
+        gate_up = [None]
+    return qkv, gate_up
+
+
+class FusedProjections:
+    """Each layer's q/k/v and gate/up weights concatenated, as the decoder's own copies.
+
+    A batch-1 decode step is a chain of matrix-vector products, each with a fixed launch cost (and on
+    GPUs each too small to fill the device): fusing q/k/v into one and gate/up into one removes three of
+    seven per layer. The model is not touched: its parameters keep their storage, and its modules
+    compute everything else (the eager path, the prefill, scoring).
+
+    Memory: one extra copy of the fused weights, i.e. of the q/k/v and gate/up projections (about 56%
+    of Llama-3-8B's weights, 9.1 GB in bf16), held while a decoder using it lives. Decoders built while
+    another lives share its copy (:func:`fuse_projections`), so replacing a decoder never holds two.
+    Pass ``fuse=False`` to the decoder to run the model's own modules instead (no copy, more launches).
+
+    The copies follow in-place changes of the model's weights (``load_state_dict``, ``copy_``):
+    :meth:`refresh`, called for every request, compares each source's address and version counter and
+    copies the changed groups in again. A layer whose linears cannot be fused (quantized, LoRA-wrapped,
+    hooked, sharded) runs through its modules' own forwards.
     """
-    if getattr(adapter, "_fused", None) is not None:
-        return bool(adapter._fused)
-    fused: list[tuple[Any, ...]] = []
-    for block in adapter.layers:
-        attn, mlp = block.self_attn, block.mlp
-        qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
-        gate_up = [getattr(mlp, "gate_proj", None), getattr(mlp, "up_proj", None)]
-        linears = qkv + gate_up
-        if any(lin is None or type(lin.weight.data) is not torch.Tensor for lin in linears) or \
-                (gate_up[0].bias is None) != (gate_up[1].bias is None):
-            adapter._fused = []
+
+    def __init__(self, adapter: Any) -> None:
+        self.layers: list[FusedLayer] = []
+        for block in adapter.layers:
+            qkv, gate_up = _layer_groups(block)
+            self.layers.append(FusedLayer(
+                _FusedGroup(qkv) if None not in qkv and _fusable(qkv) else None,
+                _FusedGroup(gate_up) if None not in gate_up and _fusable(gate_up) else None,
+            ))
+        self._adapter_layers = adapter.layers
+
+    @property
+    def any(self) -> bool:
+        """Whether at least one group is fused."""
+        return any(g is not None for layer in self.layers for g in layer)
+
+    def valid_for(self, adapter: Any) -> bool:
+        """Whether every fused group still matches the model's modules (none replaced or reshaped)."""
+        if adapter.layers is not self._adapter_layers or len(adapter.layers) != len(self.layers):
             return False
-        w_qkv, b_qkv = _fuse_rows(qkv)
-        w_gu, b_gu = _fuse_rows(gate_up)
-        sizes = tuple(lin.weight.shape[0] for lin in qkv)
-        fused.append((w_qkv, b_qkv, sizes, w_gu, b_gu))
-    adapter._fused = fused
-    return True
+        for block, fused in zip(adapter.layers, self.layers):
+            for group, linears in zip(fused, _layer_groups(block)):
+                if group is not None and (None in linears or not group.same_layout(linears)):
+                    return False
+        return True
+
+    def refresh(self) -> None:
+        for layer in self.layers:
+            for group in layer:
+                if group is not None:
+                    group.refresh()
+
+    def nbytes(self) -> int:
+        return sum(g.nbytes() for layer in self.layers for g in layer if g is not None)
+
+
+def fuse_projections(adapter: Any) -> FusedProjections | None:
+    """The adapter's fused q/k/v and gate/up weights (:class:`FusedProjections`), None where no layer's
+    linears can be fused. While a result is alive (a decoder holds it) later calls for the same adapter
+    return it, refreshed, instead of building a second copy; the model itself is never changed."""
+    holder = getattr(adapter, "__dict__", None)
+    ref = holder.get("_fused_projections") if holder is not None else None
+    fused = ref() if ref is not None else None
+    if fused is not None and fused.valid_for(adapter):
+        fused.refresh()
+        return fused
+    try:
+        with torch.no_grad():
+            fused = FusedProjections(adapter)
+    except torch.OutOfMemoryError:  # no room for the copy: the modules' own matmuls need none
+        warnings.warn("fast decode: no device memory for the fused q/k/v and gate/up weights (one extra "
+                      "copy of them); decoding with the model's own projections", stacklevel=3)
+        return None
+    if not fused.any:
+        return None
+    if holder is not None:
+        holder["_fused_projections"] = weakref.ref(fused)
+    return fused
+
+
+def _project_qkv(
+    adapter: Any, layer: int, hidden: torch.Tensor, position_embeddings: PositionEmbeddings,
+    fused: _FusedGroup | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    block = adapter.layers[layer]
+    attn = block.self_attn
+    x = block.input_layernorm(hidden)
+    shape = (*x.shape[:-1], -1, attn.head_dim)
+    if fused is not None:
+        qkv = torch.nn.functional.linear(x, fused.weight, fused.bias)
+        q, k, v = (t.reshape(shape) for t in qkv.split(fused.sizes, dim=-1))
+    else:
+        q = attn.q_proj(x).view(shape)
+        k = attn.k_proj(x).view(shape)
+        v = attn.v_proj(x).view(shape)
+    q_norm = getattr(attn, "q_norm", None)  # Qwen3: per-head RMS norm before RoPE
+    if q_norm is not None:
+        q, k = q_norm(q), attn.k_norm(k)
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    cos, sin = position_embeddings
+    q, k = adapter._rope(q, k, cos, sin)
+    return q, k, v
+
+
+def _mlp(adapter: Any, layer: int, hidden: torch.Tensor, fused: _FusedGroup | None) -> torch.Tensor:
+    block = adapter.layers[layer]
+    x = block.post_attention_layernorm(hidden)
+    if fused is None:
+        return hidden + block.mlp(x)
+    gate, up = torch.nn.functional.linear(x, fused.weight, fused.bias).split(fused.sizes, dim=-1)
+    return hidden + block.mlp.down_proj(block.mlp.act_fn(gate) * up)
 
 
 class DecodeParts:
@@ -71,43 +239,17 @@ class DecodeParts:
 
     layers: Any
     _rope: Any
-    _fused: list[tuple[Any, ...]] | None = None
 
     def decode_qkv(
         self, layer: int, hidden: torch.Tensor, position_embeddings: PositionEmbeddings
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(q, k, v)`` of ``hidden``'s tokens at ``layer``: ``[b, q_heads, n, d]`` and ``[b, kv_heads, n, d]``,
         after the input norm, projections, any q/k norm and RoPE (what the attention module feeds its kernel)."""
-        block = self.layers[layer]
-        attn = block.self_attn
-        x = block.input_layernorm(hidden)
-        shape = (*x.shape[:-1], -1, attn.head_dim)
-        fused = getattr(self, "_fused", None)
-        if fused:
-            w, b, sizes, _, _ = fused[layer]
-            q, k, v = (t.reshape(shape) for t in torch.nn.functional.linear(x, w, b).split(sizes, dim=-1))
-        else:
-            q = attn.q_proj(x).view(shape)
-            k = attn.k_proj(x).view(shape)
-            v = attn.v_proj(x).view(shape)
-        q_norm = getattr(attn, "q_norm", None)  # Qwen3: per-head RMS norm before RoPE
-        if q_norm is not None:
-            q, k = q_norm(q), attn.k_norm(k)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        cos, sin = position_embeddings
-        q, k = self._rope(q, k, cos, sin)
-        return q, k, v
+        return _project_qkv(self, layer, hidden, position_embeddings, None)
 
     def decode_mlp(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
-        """``hidden + mlp(post_attention_layernorm(hidden))``, with gate and up in one matmul once fused."""
-        block = self.layers[layer]
-        x = block.post_attention_layernorm(hidden)
-        fused = getattr(self, "_fused", None)
-        if not fused:
-            return hidden + block.mlp(x)
-        _, _, _, w, b = fused[layer]
-        gate, up = torch.nn.functional.linear(x, w, b).chunk(2, dim=-1)
-        return hidden + block.mlp.down_proj(block.mlp.act_fn(gate) * up)
+        """``hidden + mlp(post_attention_layernorm(hidden))``."""
+        return _mlp(self, layer, hidden, None)
 
     def attention_scale(self, layer: int) -> float:
         return float(self.layers[layer].self_attn.scaling)
@@ -124,14 +266,34 @@ class BoundDecodeParts(NamedTuple):
     mlp: Any
 
 
-def bind_decode_parts(adapter: ModelAdapter) -> BoundDecodeParts:
-    """The adapter's own methods if it is a :class:`DecodeParts`, else the mixin's bound to it."""
-    if isinstance(adapter, DecodeParts):
-        return BoundDecodeParts(adapter.decode_qkv, adapter.attention_scale, adapter.attention_output,
-                                adapter.decode_mlp)
-    return BoundDecodeParts(
-        MethodType(DecodeParts.decode_qkv, adapter),
-        MethodType(DecodeParts.attention_scale, adapter),
-        MethodType(DecodeParts.attention_output, adapter),
-        MethodType(DecodeParts.decode_mlp, adapter),
-    )
+def bind_decode_parts(adapter: ModelAdapter, fused: FusedProjections | None = None) -> BoundDecodeParts:
+    """The adapter's own methods if it is a :class:`DecodeParts`, else the mixin's bound to it.
+
+    With ``fused``, the q/k/v and MLP parts run the fused matmuls where the adapter uses the mixin's
+    own ``decode_qkv`` / ``decode_mlp`` (an adapter that overrides one keeps its override, unfused)."""
+    own = isinstance(adapter, DecodeParts)
+    qkv: Any = adapter.decode_qkv if own else MethodType(DecodeParts.decode_qkv, adapter)
+    mlp: Any = adapter.decode_mlp if own else MethodType(DecodeParts.decode_mlp, adapter)
+    if fused is not None:
+        if not own or type(adapter).decode_qkv is DecodeParts.decode_qkv:
+            qkv = _fused_qkv(adapter, fused.layers)
+        if not own or type(adapter).decode_mlp is DecodeParts.decode_mlp:
+            mlp = _fused_mlp(adapter, fused.layers)
+    if own:
+        return BoundDecodeParts(qkv, adapter.attention_scale, adapter.attention_output, mlp)
+    return BoundDecodeParts(qkv, MethodType(DecodeParts.attention_scale, adapter),
+                            MethodType(DecodeParts.attention_output, adapter), mlp)
+
+
+def _fused_qkv(adapter: Any, layers: list[FusedLayer]) -> Any:
+    def qkv(layer: int, hidden: torch.Tensor, position_embeddings: PositionEmbeddings) -> Any:
+        return _project_qkv(adapter, layer, hidden, position_embeddings, layers[layer].qkv)
+
+    return qkv
+
+
+def _fused_mlp(adapter: Any, layers: list[FusedLayer]) -> Any:
+    def mlp(layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        return _mlp(adapter, layer, hidden, layers[layer].gate_up)
+
+    return mlp

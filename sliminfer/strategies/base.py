@@ -14,7 +14,7 @@ from pydantic import Field
 
 from sliminfer.core.config import ConfigModel
 from sliminfer.core.errors import ConfigError
-from sliminfer.core.registry import Strategy
+from sliminfer.core.strategy import Strategy
 
 if TYPE_CHECKING:
     from sliminfer.models.sharding import HeadShards
