@@ -154,7 +154,7 @@ def test_verify_checkpoint_missing_file(tmp_path: Path) -> None:
 
 def test_default_model_dir_uses_verified_cached_copy(cache: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """A complete, matching cached copy is returned as is (damaged ones: test_bad_inputs_assets)."""
+    """A complete, matching cached copy is returned as is (damaged ones: tests/test_bad_inputs.py, asset cases)."""
     ckpt = _fake_checkpoint(cache / "models" / DEFAULT_MODEL_NAME)
 
     def no_build(*args: object) -> None:

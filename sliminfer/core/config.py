@@ -17,7 +17,6 @@ named strategy registered (see :mod:`sliminfer.core.registry`).
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -291,22 +290,6 @@ def read_config(
     except ValidationError as exc:
         raise config_error_from_validation(exc) from None
     return config
-
-
-def load_config(
-    source: str | Path | Mapping[str, Any] | SlimConfig | None = None,
-    overrides: Mapping[str, Any] | Iterable[str] | None = None,
-) -> SlimConfig:
-    """Deprecated alias of :func:`read_config`, kept for old imports: it does NOT check strategy names
-    and options against the registry (this module cannot know it); use ``sliminfer.load_config``
-    (:func:`sliminfer.core.pipeline.load_config`), which does."""
-    warnings.warn(
-        "sliminfer.core.config.load_config is deprecated and checks no strategy name or option; "
-        "use sliminfer.load_config (sliminfer.core.pipeline.load_config)",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return read_config(source, overrides)
 
 
 __all__ = [
