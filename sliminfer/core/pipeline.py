@@ -62,27 +62,27 @@ class SlimPipeline:
     def from_config(cls, source: ConfigSource = None, **overrides: Any) -> SlimPipeline:
         """Build from a preset name, YAML path, dict or config; ``overrides`` are dotted keys
         (``**{"model.dtype": "float32"}``) or ``section__field=value`` keywords."""
-        from sliminfer.core.loading import load_model
-
-        config = load_config(source, overrides)
-        registry = get_registry()
-        model, tokenizer = load_model(config.model, lambda hf_config: check_config_fits_checkpoint(config, registry, hf_config))
-        return cls(model, tokenizer, config, registry)
+        return cls._load(load_config(source, overrides))
 
     @classmethod
     def from_pretrained(cls, model_or_path: Any, tokenizer: Any = None, config: ConfigSource = None) -> SlimPipeline:
         """Wrap an in-memory ``PreTrainedModel`` or load a local checkpoint directory."""
         cfg = load_config(config)
         if isinstance(model_or_path, (str, Path)):
-            from sliminfer.core.loading import load_model
-
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"source": str(model_or_path)})})
-            registry = get_registry()
-            model, loaded_tokenizer = load_model(
-                cfg.model, lambda hf_config: check_config_fits_checkpoint(cfg, registry, hf_config)
-            )
-            return cls(model, tokenizer or loaded_tokenizer, cfg, registry)
+            return cls._load(cfg, tokenizer)
         return cls(model_or_path, tokenizer, cfg)
+
+    @classmethod
+    def _load(cls, config: SlimConfig, tokenizer: Any = None) -> SlimPipeline:
+        """Load ``config.model``, checking the config against its config.json before the weights."""
+        from sliminfer.core.loading import load_model
+
+        registry = get_registry()
+        model, loaded_tokenizer = load_model(
+            config.model, lambda hf_config: check_config_fits_checkpoint(config, registry, hf_config)
+        )
+        return cls(model, tokenizer or loaded_tokenizer, config, registry)
 
     # helpers -----------------------------------------------------------------------------------
     @property
