@@ -89,7 +89,7 @@ def test_prefill(benchmark, model, prompt, variant):
 
     expected = [2048] * 8 if variant == "unpruned" else [2048] * 3 + [1024] * 3 + [512] * 2
     assert result.tokens_per_layer == expected
-    flops = ModelCost.of(model).prefill_flops(result.tokens_per_layer)
+    flops = ModelCost.of(pipe.adapter).prefill_flops(result.tokens_per_layer)
     record(benchmark, result, flops)
     benchmark.extra_info["gflop_per_s"] = round(flops / benchmark.stats.stats.mean / 1e9, 2)
 
@@ -119,7 +119,7 @@ def test_decode(benchmark, model, prompt, variant):
 
     last = prefills[-1]
     assert [last.cache.layer_tokens(i) for i in range(MODEL["num_hidden_layers"])] == [t + DECODE_TOKENS for t in last.tokens_per_layer]
-    flops = ModelCost.of(model).decode_flops(last.tokens_per_layer, DECODE_TOKENS)
+    flops = ModelCost.of(pipe.adapter).decode_flops(last.tokens_per_layer, DECODE_TOKENS)
     record(benchmark, last, flops)
     benchmark.extra_info.update(
         decode_tokens=DECODE_TOKENS,

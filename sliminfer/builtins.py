@@ -1,7 +1,7 @@
 """The built-in strategies and adapters, registered through the same hook plugins use."""
 
 from sliminfer.cache.gpu_resident import GPUResidentCache
-from sliminfer.cache.offloading import OffloadingKVManager
+from sliminfer.cache.offload import OffloadingKVManager
 from sliminfer.core.registry import Register, hookimpl
 from sliminfer.models.llama import LlamaAdapter
 from sliminfer.models.qwen import Qwen2Adapter, Qwen3Adapter

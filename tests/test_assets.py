@@ -16,12 +16,27 @@ from typing import Any
 import pytest
 
 from sliminfer.assets import cache_dir, default_model
-from sliminfer.assets.cache_dir import (AssetError, ChecksumError, fetch_wheel_member,
-                                        sha256_file, sliminfer_cache_dir)
-from sliminfer.assets.default_model import (CHECKSUMS_FILE, DEFAULT_MODEL_NAME, REQUIRED_FILES,
-                                            default_model_dir, is_default_model_name,
-                                            verify_checkpoint)
-from sliminfer.assets.texts import essay_text, hotpotqa_path, split_sentences, squad_path
+from sliminfer.assets.cache_dir import (
+    AssetError,
+    ChecksumError,
+    fetch_wheel_member,
+    sha256_file,
+    sliminfer_cache_dir,
+)
+from sliminfer.assets.default_model import (
+    CHECKSUMS_FILE,
+    DEFAULT_MODEL_NAME,
+    REQUIRED_FILES,
+    default_model_dir,
+    is_default_model_name,
+    verify_checkpoint,
+)
+from sliminfer.assets.texts import (
+    essay_text,
+    hotpotqa_path,
+    split_sentences,
+    squad_path,
+)
 
 PAYLOAD = b"tiny asset payload\n" * 1000
 MEMBER = "fakeasset/data.bin"

@@ -35,6 +35,7 @@ import torch
 from tiny_models import tiny_model
 
 from sliminfer import load_config
+from sliminfer.decode.run import static_generate
 from sliminfer.assets import cache_dir, default_model
 from sliminfer.assets.cache_dir import (
     AssetError,
@@ -164,7 +165,14 @@ GENERATION_CASES = [
     Case("chat_template not a bool", lambda p: p.generate([1, 2], chat_template="no"), ConfigError,
          ("generation.chat_template: got 'no'",)),
     Case("fast with sampling", lambda p: p.generate([1, 2], temperature=0.7, fast=True), ConfigError,
-         ("generate.fast", "greedy only", "temperature=0.7")),
+         ("decode.mode: got 'static'", "greedy only", "temperature=0.7")),
+    Case("fast=None with a static config and sampling", lambda p: SlimPipeline.from_pretrained(
+        p.model, config={"decode": {"mode": "static"}}).generate([1, 2], temperature=0.7), ConfigError,
+         ("decode.mode: got 'static'", "greedy only")),
+    Case("unknown decode kernel per call", lambda p: static_generate(p, [1, 2], 4, options={"kernel": "fastest"}),
+         ConfigError, ("decode.kernel: got 'fastest'", "'auto', 'sdpa', 'flash' or 'split'")),
+    Case("decode option not a field", lambda p: static_generate(p, [1, 2], 4, options={"kernels": "sdpa"}),
+         ConfigError, ("decode.kernels",)),
 ]
 
 
@@ -212,6 +220,10 @@ def pruned(source: str, layers: list[int]) -> dict[str, Any]:
 
 
 CONFIG_CASES = [
+    Case("decode mode unknown", lambda tmp: load_config({"decode": {"mode": "graph"}}), ConfigError,
+         ("decode.mode: got 'graph'", "'eager' or 'static'")),
+    Case("decode fuse as 1", lambda tmp: load_config({"decode": {"fuse": 1}}), ConfigError,
+         ("decode.fuse: got 1", "valid boolean")),
     Case("budget of true", lambda tmp: load_config({"pruning": {**FIXED, "schedule": {
         "name": "fixed", "layers": [1], "budgets": [True]}}}), ConfigError,
          ("pruning.schedule.budgets.0: got True", "not a boolean")),
@@ -332,7 +344,7 @@ CLI_CASES = [
     CliCase("missing prompt file", ["run", "origin", "--prompt-file", "{tmp}/nope.txt"], 2,
             ("--prompt-file", "cannot be read")),
     CliCase("--fast with temperature", ["run", "origin", "--prompt", "hi", "--fast", "generation.temperature=0.5"], 2,
-            ("generate.fast", "greedy only", "drop --fast")),
+            ("decode.mode: got 'static'", "greedy only", "drop --fast")),
     CliCase("bad override value after the flags", ["run", "origin", "--prompt", "hi", "generation.max_new_tokens=true"],
             2, ("generation.max_new_tokens: got True",)),
     CliCase("layers past the model", ["config", "validate", "smollm2-135m", "pruning.schedule.layers=[17,22,30]"], 2,

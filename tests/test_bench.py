@@ -11,9 +11,15 @@ import torch
 
 from sliminfer.bench.cost import ModelCost
 from sliminfer.bench.grid import Meter
-from sliminfer.bench.shapes import RANDOM_LABEL, build_random_model, shape_config, shape_names
+from sliminfer.bench.shapes import (
+    RANDOM_LABEL,
+    build_random_model,
+    shape_config,
+    shape_names,
+)
 from sliminfer.cli.bench_cmd import _lengths
 from sliminfer.cli.main import main
+from sliminfer.core.pipeline import SlimPipeline
 
 PRUNING = ("pruning={scorer: {name: token_unit, block_size: 16, unit_size: 4, window: 4}, "
            "schedule: {name: fixed, layers: [1], budgets: [64]}}")
@@ -83,7 +89,7 @@ def test_flop_model_and_decode_floor_of_the_paper_schedule() -> None:
 
 def test_weight_bytes_skip_the_embedding_unless_tied() -> None:
     model = build_random_model("tiny-llama", torch.float32, torch.device("cpu"))
-    cost = ModelCost.of(model)
+    cost = ModelCost.of(SlimPipeline(model, None).adapter)
     total = sum(p.numel() * 4 for p in model.parameters())
     assert cost.weight_bytes == total - model.model.embed_tokens.weight.numel() * 4
     assert cost.head_dim == 16 and cost.vocab == 256

@@ -13,11 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny_models import tiny_model
 
 from sliminfer import SlimPipeline, load_config
 from sliminfer.core.config import SlimConfig, parse_overrides, preset_names
-from sliminfer.core.errors import ConfigError, InputError, UnknownNameError, UnsupportedModelError
-from tiny_models import tiny_model
+from sliminfer.core.errors import (
+    ConfigError,
+    InputError,
+    UnknownNameError,
+    UnsupportedModelError,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

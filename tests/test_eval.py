@@ -15,21 +15,27 @@ import random
 
 import pytest
 import torch
+from tiny_models import tiny_model
 
 from sliminfer import SlimPipeline, load_config
 from sliminfer.core.errors import ConfigError, InputError
 from sliminfer.eval import metrics as m
+from sliminfer.eval.base import Sample
 from sliminfer.eval.evidence import dropped_after, evidence_drops
 from sliminfer.eval.fitting import insertion_index, largest_fitting
 from sliminfer.eval.lm_agreement import LMAgreementTask, teacher_forced
 from sliminfer.eval.longbench import LongBenchTask, load_longbench, score_longbench
-from sliminfer.eval.base import Sample
 from sliminfer.eval.needles import VARIANTS, NeedleBuilder, NeedleTask, key_words
 from sliminfer.eval.passkey import PasskeyTask, passkey_prompt
 from sliminfer.eval.qa import Passage, QAItem, SquadTask, qa_prompt
 from sliminfer.eval.report import write_report
-from sliminfer.eval.runner import EvalConfig, build_pipelines, read_records, resolve_configs, run_task
-from tiny_models import tiny_model
+from sliminfer.eval.runner import (
+    EvalConfig,
+    build_pipelines,
+    read_records,
+    resolve_configs,
+    run_task,
+)
 
 
 class ByteTokenizer:

@@ -15,7 +15,7 @@ import torch
 from tiny_models import ARCHS, tiny_model
 
 from sliminfer import SlimPipeline
-from sliminfer.core.graph_decode import fast_generate
+from sliminfer.decode.run import static_generate
 
 PRUNED = {
     "pruning": {
@@ -70,7 +70,7 @@ def test_fast_decode_leaves_every_parameter_as_it_was(arch: str, pruned: bool) -
 def test_the_decoder_fuses_from_its_own_copies(arch: str) -> None:
     pipe = SlimPipeline.from_pretrained(tiny_model(arch, seed=2))
     ids = _ids(seed=4)
-    out = fast_generate(pipe, ids, 8)
+    out = static_generate(pipe, ids, 8)
     fused = out.decoder.fused
     assert fused is not None and all(g is not None for layer in fused.layers for g in layer)
     model_storages = {p.untyped_storage().data_ptr() for p in pipe.model.parameters()}
@@ -84,15 +84,15 @@ def test_the_decoder_fuses_from_its_own_copies(arch: str) -> None:
         projections += sum(lin.weight.numel() + (lin.bias.numel() if lin.bias is not None else 0)
                            for lin in (attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj))
     assert fused.nbytes() == projections * 4  # float32: one copy of the fused projections, no more
-    unfused = fast_generate(pipe, ids, 8, fuse=False)
+    unfused = static_generate(pipe, ids, 8, options={"fuse": False})
     assert unfused.decoder.fused is None and unfused.token_ids == out.token_ids == pipe.generate(
         ids, max_new_tokens=8).token_ids
 
 
 def test_live_decoders_share_one_copy() -> None:
     pipe = SlimPipeline.from_pretrained(tiny_model("llama", seed=3))
-    small = fast_generate(pipe, _ids(60, seed=1), 8)
-    big = fast_generate(pipe, _ids(400, seed=2), 8, decoder=small.decoder)  # does not fit: a new decoder
+    small = static_generate(pipe, _ids(60, seed=1), 8)
+    big = static_generate(pipe, _ids(400, seed=2), 8, decoder=small.decoder)  # does not fit: a new decoder
     assert big.decoder is not small.decoder
     assert big.decoder.fused is small.decoder.fused
 
@@ -188,7 +188,7 @@ def test_unfusable_linears_decode_through_their_own_forward(arch, name, wrap, le
     ids = _ids(seed=5)
     eager = pipe.generate(ids, max_new_tokens=8).token_ids
     CALLS.clear()
-    out = fast_generate(pipe, ids, 8)
+    out = static_generate(pipe, ids, 8)
     assert out.token_ids == eager
     # the prefill (one call each) and each of the 7 static steps ran every wrapped module's own forward
     assert CALLS == modules * 8
@@ -222,13 +222,13 @@ def test_in_place_weight_changes_reach_the_fused_copies() -> None:
 def test_replaced_projections_get_a_new_decoder() -> None:
     pipe = SlimPipeline.from_pretrained(tiny_model("llama", seed=7))
     ids = _ids(seed=8)
-    first = fast_generate(pipe, ids, 8)
+    first = static_generate(pipe, ids, 8)
     block = pipe.adapter.layers[1]
     torch.manual_seed(9)
     block.self_attn.k_proj = torch.nn.Linear(64, block.self_attn.k_proj.out_features, bias=False)
     block.mlp.up_proj = _LoraLinear(block.mlp.up_proj)
     eager = pipe.generate(ids, max_new_tokens=8).token_ids
     assert eager != first.token_ids
-    again = fast_generate(pipe, ids, 8, decoder=first.decoder)
+    again = static_generate(pipe, ids, 8, decoder=first.decoder)
     assert again.decoder is not first.decoder and again.token_ids == eager
     assert again.decoder.fused.layers[1].gate_up is None and again.decoder.fused.layers[1].qkv is not None

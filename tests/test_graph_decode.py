@@ -12,7 +12,9 @@ import torch
 from tiny_models import ARCHS, tiny_model
 
 from sliminfer import ConfigError, InputError, SlimPipeline
-from sliminfer.core.graph_decode import StaticDecoder, fast_generate
+from sliminfer.core.config import DecodeSection
+from sliminfer.decode.run import static_generate
+from sliminfer.decode.static import StaticDecoder
 
 PRUNED = {
     "pruning": {
@@ -37,13 +39,13 @@ def test_static_decode_is_token_identical_to_eager(arch: str, pruned: bool, atte
     pipe = _pipe(arch, pruned)
     ids = _ids(301, seed=5)
     eager = pipe.generate(ids, max_new_tokens=64)
-    fast = fast_generate(pipe, ids, 64, attention=attention)
+    fast = static_generate(pipe, ids, 64, options={"kernel": attention})
     assert fast.token_ids == eager.token_ids
     assert len(fast.token_ids) == 64
     assert fast.prefill.tokens_per_layer == eager.prefill.tokens_per_layer
     if pruned:
         assert fast.prefill.tokens_per_layer[-1] < 301
-    assert not fast.graph  # CPU: the same static step, run eagerly
+    assert fast.decoder.graph is None  # CPU: the same static step, run eagerly
     assert fast.decode_s_per_token > 0 and fast.total_s >= fast.ttft_s
 
 
@@ -51,17 +53,20 @@ def test_after_layer_prune_point() -> None:
     config = {"pruning": {**PRUNED["pruning"], "prune_point": "after_layer"}}
     pipe = SlimPipeline.from_pretrained(tiny_model("qwen2", seed=1), config=config)
     ids = _ids(260, seed=2)
-    assert fast_generate(pipe, ids, 32).token_ids == pipe.generate(ids, max_new_tokens=32).token_ids
+    assert static_generate(pipe, ids, 32).token_ids == pipe.generate(ids, max_new_tokens=32).token_ids
 
 
 def test_teacher_forced_logits_match_eager_decode_steps() -> None:
     pipe = _pipe("qwen3", pruned=True, seed=2)
     ids = _ids(290, seed=7)
     eager = pipe.generate(ids, max_new_tokens=24)
-    fast = fast_generate(pipe, ids, 24)
+    fast = static_generate(pipe, ids, 24)
     decoder = fast.decoder
     first = fast.prefill.logits.argmax(-1, keepdim=True)
-    prefill = pipe.forward.prefill(ids, decoder.prefill_cache())
+    cache = pipe.new_cache(24)
+    decoder.offer_buffers(cache)
+    prefill = pipe.forward.prefill(ids, cache)
+    assert cache.layer_keys(0).data_ptr() == decoder.keys[0].data_ptr()  # written into the offered buffers
     decoder.load(prefill, first)
     picked, logits = decoder.decode_forced(eager.token_ids[:-1])
     assert picked == eager.token_ids[1:]
@@ -74,12 +79,12 @@ def test_teacher_forced_logits_match_eager_decode_steps() -> None:
 
 def test_decoder_is_reused_across_prompts_without_copies() -> None:
     pipe = _pipe("llama", pruned=True, seed=3)
-    first = fast_generate(pipe, _ids(301, seed=1), 40)
+    first = static_generate(pipe, _ids(301, seed=1), 40)
     decoder = first.decoder
     pointers = [k.data_ptr() for k in decoder.keys]
     for n, seed in ((301, 2), (250, 3), (180, 4)):  # same length, then shorter prompts that fit
         ids = _ids(n, seed)
-        out = fast_generate(pipe, ids, 40, decoder=decoder)
+        out = static_generate(pipe, ids, 40, decoder=decoder)
         assert out.decoder is decoder
         assert [k.data_ptr() for k in decoder.keys] == pointers
         assert out.token_ids == pipe.generate(ids, max_new_tokens=40).token_ids
@@ -87,9 +92,9 @@ def test_decoder_is_reused_across_prompts_without_copies() -> None:
 
 def test_a_prompt_that_does_not_fit_gets_a_new_decoder() -> None:
     pipe = _pipe("llama", pruned=False, seed=4)
-    small = fast_generate(pipe, _ids(100, seed=1), 8)
+    small = static_generate(pipe, _ids(100, seed=1), 8)
     ids = _ids(400, seed=2)
-    big = fast_generate(pipe, ids, 8, decoder=small.decoder)
+    big = static_generate(pipe, ids, 8, decoder=small.decoder)
     assert big.decoder is not small.decoder
     assert big.token_ids == pipe.generate(ids, max_new_tokens=8).token_ids
 
@@ -98,10 +103,10 @@ def test_one_new_token_and_eos_cut() -> None:
     pipe = _pipe("llama", pruned=False)
     ids = _ids(120, seed=9)
     eager = pipe.generate(ids, max_new_tokens=12).token_ids
-    assert fast_generate(pipe, ids, 1).token_ids == eager[:1]
+    assert static_generate(pipe, ids, 1).token_ids == eager[:1]
     pipe.model.generation_config.eos_token_id = eager[3]
     try:
-        out = fast_generate(pipe, ids, 12)
+        out = static_generate(pipe, ids, 12)
     finally:
         pipe.model.generation_config.eos_token_id = None
     cut = eager.index(eager[3]) + 1
@@ -111,26 +116,28 @@ def test_one_new_token_and_eos_cut() -> None:
 def test_bad_arguments_raise_input_errors() -> None:
     pipe = _pipe("llama", pruned=False)
     with pytest.raises(InputError, match="max_new_tokens"):
-        fast_generate(pipe, _ids(50, seed=1), 0)
-    with pytest.raises(InputError, match="flash"):
+        static_generate(pipe, _ids(50, seed=1), 0)
+    with pytest.raises(ConfigError, match="decode.kernel: got 'flash'.*CUDA"):
         StaticDecoder(pipe.adapter, [64] * pipe.adapter.num_layers, 8, dtype=torch.float32,
-                      device=torch.device("cpu"), attention="flash")
-    with pytest.raises(InputError, match="CUDA"):
+                      device=torch.device("cpu"), options=DecodeSection(kernel="flash"))
+    with pytest.raises(ConfigError, match="decode.graph: got True.*CUDA"):
         StaticDecoder(pipe.adapter, [64] * pipe.adapter.num_layers, 8, dtype=torch.float32,
-                      device=torch.device("cpu"), graph=True)
+                      device=torch.device("cpu"), options=DecodeSection(graph=True))
+    with pytest.raises(ConfigError, match="decode.kernel: got 'fastest'"):
+        static_generate(pipe, _ids(50, seed=1), 4, options={"kernel": "fastest"})
 
 
 @pytest.mark.slow
 def test_compiled_static_step_is_token_identical() -> None:
     pipe = _pipe("qwen3", pruned=True, seed=1)
     ids = _ids(260, seed=4)
-    assert fast_generate(pipe, ids, 12, compile=True).token_ids == pipe.generate(ids, max_new_tokens=12).token_ids
+    assert static_generate(pipe, ids, 12, options={"compile": True}).token_ids == pipe.generate(ids, max_new_tokens=12).token_ids
 
 
 def test_flash_layout_with_a_stand_in_kernel(monkeypatch) -> None:
     """The FlashAttention path's plumbing (token-major buffers seen through [1, kv, cap, d] views, the
     prefill writing through them, ``seqused_k`` per layer) with a CPU stand-in for the CUDA kernel."""
-    from sliminfer.core import graph_decode
+    from sliminfer.decode import kernels
 
     def varlen_flash(q, k, v, cu_q, cu_k, max_q, max_k, dropout, causal, debug, *, scale, seqused_k):
         assert k.shape[0] == max_k == int(cu_k[1]) and k.is_contiguous() and not causal
@@ -141,21 +148,21 @@ def test_flash_layout_with_a_stand_in_kernel(monkeypatch) -> None:
             q.reshape(1, keys.shape[1], -1, d), keys, values, scale=scale)
         return (out.reshape(1, heads, d),)
 
-    monkeypatch.setattr(graph_decode, "_flash_op", lambda: varlen_flash)
-    monkeypatch.setattr(graph_decode, "flash_decode_available", lambda device, dtype: True)
+    monkeypatch.setattr(kernels, "flash_op", lambda: varlen_flash)
+    monkeypatch.setattr(kernels, "flash_decode_available", lambda device, dtype: True)
     pipe = _pipe("qwen3", pruned=True, seed=5)
     ids = _ids(280, seed=6)
     eager = pipe.generate(ids, max_new_tokens=24).token_ids
-    first = fast_generate(pipe, ids, 24, attention="flash")
-    assert first.attention == "flash" and first.token_ids == eager
-    again = fast_generate(pipe, ids, 24, decoder=first.decoder)  # the prefill writes into the views
+    first = static_generate(pipe, ids, 24, options={"kernel": "flash"})
+    assert first.decoder.attention == "flash" and first.token_ids == eager
+    again = static_generate(pipe, ids, 24, decoder=first.decoder)  # the prefill writes into the views
     assert again.decoder is first.decoder and again.token_ids == eager
 
 
 def test_steps_past_the_buffers_are_refused_on_the_host() -> None:
     pipe = _pipe("llama", pruned=False)
     ids = _ids(90, seed=3)
-    decoder = fast_generate(pipe, ids, 10).decoder  # all 9 decode steps used
+    decoder = static_generate(pipe, ids, 10).decoder  # all 9 decode steps used
     with pytest.raises(InputError, match="holds 9"):
         decoder.decode(1)
     fresh = StaticDecoder(pipe.adapter, [128] * pipe.adapter.num_layers, 4, dtype=torch.float32,
@@ -214,7 +221,7 @@ def test_eager_decode_steps_exclude_cudnn_attention_on_cuda() -> None:
 
 
 def test_no_device_alias_without_cuda_and_pinned_memory() -> None:
-    from sliminfer.cache.host_alias import device_alias
+    from sliminfer.cache.offload.host_alias import device_alias
 
     assert device_alias(torch.zeros(4), torch.device("cpu")) is None
     assert device_alias(torch.zeros(4), torch.device("cuda")) is None  # not pinned (no CUDA here)

@@ -33,16 +33,14 @@ PACKAGE = "sliminfer"
 ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 
 #: the only cycles allowed, as the sorted set of modules they run through, with what removes them
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"sliminfer.core.graph_decode", "sliminfer.core.offload_decode"}):
-        "graph_decode <-> offload_decode: issue 13 item 2",
-}
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
 #: modules that implement a concrete strategy or adapter: the extension API and the registry must not reach them
 CONCRETE = {
     "sliminfer.builtins",
     "sliminfer.cache.gpu_resident",
-    "sliminfer.cache.offloading",
+    "sliminfer.cache.offload",
+    "sliminfer.cache.offload.manager",
     "sliminfer.models.llama",
     "sliminfer.models.qwen",
     "sliminfer.strategies.attention_unit",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from tiny_models import tiny_model
 
 from sliminfer.core.config import SlimConfig

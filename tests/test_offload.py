@@ -1,4 +1,4 @@
-"""The ``offload`` KV cache manager (sliminfer/cache/offloading.py), on the CPU with tiny fp32 models.
+"""The ``offload`` KV cache manager (sliminfer/cache/offload/), on the CPU with tiny fp32 models.
 
 1. With every resident block active (``decode_budget`` null or at least the resident size) it is the
    GPU-resident manager exactly: prefill logits and 32 greedy decode steps' logits bit for bit.
@@ -24,7 +24,7 @@ from transformers import DynamicCache
 from sliminfer import ConfigError, SlimPipeline, load_config
 from sliminfer.cache.base import NoOptions
 from sliminfer.cache.gpu_resident import GPUResidentCache
-from sliminfer.cache.offloading import OffloadConfig, OffloadingKVManager
+from sliminfer.cache.offload import OffloadConfig, OffloadingKVManager
 from sliminfer.strategies.token_unit import TokenUnitConfig, TokenUnitScorer
 
 BLOCK, UNIT = 16, 4
@@ -475,8 +475,8 @@ def test_oom_becomes_a_clear_error_naming_the_cap(monkeypatch) -> None:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.50 GiB. GPU 0 has ...")
 
     with pytest.raises(memory.GPUOutOfMemoryError) as err:
-        memory.call_with_oom_message(fail, "cuda:0", phase="prefill", prompt_tokens=73728, cache_name="gpu",
-                                     pruning=False, weights_bytes=15 * gib)
+        memory.call_with_oom_message(fail, "cuda:0", phase="prefill", prompt_tokens=73728, pruning=False,
+                                     cache_advice=SlimPipeline.from_pretrained(tiny_model(), config=_config(False)).memory_advice(), weights_bytes=15 * gib)
     message = str(err.value)
     assert message.startswith("prefill: out of GPU memory on cuda:0 with a 73728-token prompt "
                               "(tried to allocate 3.50 GiB")
@@ -485,7 +485,8 @@ def test_oom_becomes_a_clear_error_naming_the_cap(monkeypatch) -> None:
     assert "15.0 GiB" in message and "23.0 GiB were allocated" in message
     assert err.value.__context__ is None and err.value.cap_bytes == 24 * gib
     assert isinstance(err.value, memory.SlimInferError)
-    offload = memory.describe_oom("CUDA out of memory.", "cuda:0", phase="decode", cache_name="offload", pruning=True)
+    advice = SlimPipeline.from_pretrained(tiny_model(), config=_config(True, {"decode_budget": 96})).memory_advice()  # the manager in use says what to lower
+    offload = memory.describe_oom("CUDA out of memory.", "cuda:0", phase="decode", cache_advice=advice, pruning=True)
     assert "decode_budget" in str(offload) and "enable pruning" not in str(offload)
     assert memory.call_with_oom_message(lambda: 3) == 3
 
@@ -496,7 +497,8 @@ def test_oom_message_names_a_cap_that_torch_reports_in_its_message() -> None:
     torch_message = ("CUDA out of memory. Tried to allocate 1.75 GiB. GPU 0 has a total capacity of 79.19 GiB of "
                      "which 50.12 GiB is free. Of the allocated memory 22.94 GiB is allocated by PyTorch, with "
                      "24.00 GiB allowed, and 0.23 GiB is reserved by PyTorch but unallocated.")
-    err = describe_oom(torch_message, "cpu", phase="prefill", prompt_tokens=65536, cache_name="gpu", pruning=True)
+    err = describe_oom(torch_message, "cpu", phase="prefill", prompt_tokens=65536, pruning=True,
+                       cache_advice=SlimPipeline.from_pretrained(tiny_model(), config=_config(False)).memory_advice())
     text = str(err)
     assert "24.00 GiB" in text and "cap" in text and "65536-token prompt" in text
     assert "offload" in text and "tried to allocate 1.75 GiB" in text

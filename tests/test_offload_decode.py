@@ -1,4 +1,4 @@
-"""The offload manager's static decode (sliminfer/core/offload_decode.py), on the CPU with tiny fp32
+"""The offload manager's static decode (sliminfer/cache/offload/static_decode.py), on the CPU with tiny fp32
 models: the same tokens, active sets, slot placement and slot contents as the manager's eager decode
 (which tests/test_offload.py holds to an independent reference), the same swap counts, and clear
 errors."""
@@ -9,10 +9,11 @@ import pytest
 import torch
 from tiny_models import ARCHS, tiny_model
 
-from sliminfer import InputError, SlimPipeline
-from sliminfer.cache.block_copy import copy_blocks
-from sliminfer.core.graph_decode import fast_generate
-from sliminfer.core.offload_decode import OffloadStaticDecoder
+from sliminfer import ConfigError, InputError, SlimPipeline
+from sliminfer.cache.offload.block_copy import copy_blocks
+from sliminfer.cache.offload.static_decode import OffloadStaticDecoder
+from sliminfer.core.config import DecodeSection
+from sliminfer.decode.run import static_generate
 
 BLOCK, UNIT = 16, 4
 PRUNING = {
@@ -44,7 +45,7 @@ def test_static_decode_equals_the_eager_manager(arch: str, gamma: float, window:
     new = 40
     pipe = _pipe(arch, gamma, window, selection)
     eager = pipe.generate(_ids(), max_new_tokens=new)
-    fast = fast_generate(pipe, _ids(), new, stop_at_eos=False)
+    fast = static_generate(pipe, _ids(), new, stop_at_eos=False)
     assert fast.token_ids == eager.token_ids
     decoder = fast.decoder
     assert isinstance(decoder, OffloadStaticDecoder) and decoder.steps_run == new - 1 - window
@@ -75,8 +76,8 @@ def test_generate_fast_uses_the_offload_decoder() -> None:
 
 def test_short_generation_runs_eagerly_only() -> None:
     pipe = _pipe("llama", 0.9)
-    out = fast_generate(pipe, _ids(), 3, stop_at_eos=False)
-    assert out.decoder is None and out.graph is False and len(out.token_ids) == 3
+    out = static_generate(pipe, _ids(), 3, stop_at_eos=False)
+    assert out.decoder is None and len(out.token_ids) == 3
     assert out.token_ids == pipe.generate(_ids(), max_new_tokens=3).token_ids
 
 
@@ -97,9 +98,11 @@ def test_errors_name_the_problem() -> None:
     with torch.inference_mode():
         prefill = pipe.prefill(_ids(), reserve_tokens=8)
     with pytest.raises(InputError, match="first decode steps"):
-        OffloadStaticDecoder(pipe.adapter, prefill.cache, 4)
-    with pytest.raises(InputError, match="attention: 'flash'"):
-        OffloadStaticDecoder(pipe.adapter, prefill.cache, 4, attention="flash")
+        OffloadStaticDecoder(pipe.adapter, prefill.cache, 4, DecodeSection())
+    with pytest.raises(ConfigError, match="decode.kernel: got 'flash'"):
+        OffloadStaticDecoder(pipe.adapter, prefill.cache, 4, DecodeSection(kernel="flash"))
+    with pytest.raises(ConfigError, match="decode.kernel: got 'flash'"):  # before any prefill work
+        static_generate(pipe, _ids(), 8, options={"kernel": "flash"})
 
 
 def test_bench_grid_times_the_offload_static_decode(tmp_path) -> None:
@@ -114,9 +117,9 @@ def test_bench_grid_times_the_offload_static_decode(tmp_path) -> None:
                  "--prompt-lengths", "320", "--output-lengths", "12", "--repeats", "1", "--warmup", "0",
                  "--modes", "sliminfer", "--no-ttft", "--out", str(tmp_path), "--name", "o", "--no-plot"]) == 0
     (e2e,) = json.loads((tmp_path / "o.json").read_text())["points"][0]["e2e"]
-    assert e2e["graph"]["status"] == "ok" and e2e["graph"]["new_tokens_made"] == 12
-    assert e2e["graph_matches_eager_tokens"] == 1.0
-    assert e2e["graph"]["offload"]["steps"] == 12 - 1 - 4
+    assert e2e["static"]["status"] == "ok" and e2e["static"]["new_tokens_made"] == 12
+    assert e2e["static_matches_eager_tokens"] == 1.0
+    assert e2e["static"]["decoder_stats"]["steps"] == 12 - 1 - 4
 
 
 @pytest.mark.slow
@@ -124,8 +127,8 @@ def test_compiled_segments_give_the_same_tokens_and_swaps() -> None:
     """torch.compile of the layer segments (the copies stay between them, uncompiled): same tokens, slot
     placement and swap counts as the uncompiled static decode."""
     pipe = _pipe("qwen3", 0.5)
-    plain = fast_generate(pipe, _ids(), 24, stop_at_eos=False)
-    compiled = fast_generate(pipe, _ids(), 24, stop_at_eos=False, compile=True)
+    plain = static_generate(pipe, _ids(), 24, stop_at_eos=False)
+    compiled = static_generate(pipe, _ids(), 24, stop_at_eos=False, options={"compile": True})
     assert compiled.decoder.compiled and not plain.decoder.compiled
     assert [(first, last) for first, last, _ in compiled.decoder._segments] == [(0, 2), (2, 4), (4, 6)]
     assert compiled.token_ids == plain.token_ids

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from tiny_models import tiny_model
 
 from sliminfer import InputError, SlimPipeline
-from sliminfer.core.graph_decode import fast_generate
+from sliminfer.decode.run import static_generate
 
 WORLD = 2
 N_PROMPT = 301
@@ -86,7 +86,7 @@ def _worker(rank: int, model_dirs: dict, port: int, out_dir: str) -> None:
                 out["sampled"] = pipe.generate(_prompt(), max_new_tokens=6, temperature=1.0).token_ids
                 out["fast"] = pipe.generate(_prompt(), max_new_tokens=STEPS + 1, fast=True).token_ids
                 try:  # a compiled (or graph) decode on sharded heads is refused up front, not yet verified
-                    fast_generate(pipe, _prompt(), 4, compile=True)
+                    static_generate(pipe, _prompt(), 4, options={"compile": True})
                     out["refused"] = "no"
                 except InputError as exc:
                     out["refused"] = str(exc)

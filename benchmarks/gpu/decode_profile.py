@@ -25,7 +25,8 @@ from offload_bench import SCHEDULE, build_model, random_ids  # noqa: E402
 
 from sliminfer import SlimPipeline  # noqa: E402
 from sliminfer.bench.cost import H100_SXM_BANDWIDTH, ModelCost  # noqa: E402
-from sliminfer.core.graph_decode import StaticDecoder  # noqa: E402
+from sliminfer.core.config import DecodeSection  # noqa: E402
+from sliminfer.decode.static import StaticDecoder  # noqa: E402
 
 GROUPS = (("gemv/gemm (projections, MLP, LM head)", ("gemm", "gemv", "nvjet", "cutlass", "sm90")),
           ("attention scores / values (bmm)", ("bmm",)),
@@ -54,7 +55,8 @@ def main() -> None:
     ids = random_ids(args.prompt, model.config.vocab_size, seed=1)
     prefill = pipe.prefill(ids)
     token = prefill.logits.argmax(-1, keepdim=True)
-    decoder = StaticDecoder.for_prefill(pipe.adapter, prefill, 2 * args.steps + 1, attention="split", compile=False)
+    decoder = StaticDecoder.for_prefill(pipe.adapter, prefill, 2 * args.steps + 1,
+                                         DecodeSection(mode="static", kernel="split", compile=False))
     decoder.load(prefill, token)  # captures the graph
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
@@ -76,7 +78,7 @@ def main() -> None:
         per_group[group_of(e.key)] += ms
         kernels.append({"name": e.key[:100], "calls_per_step": e.count / args.steps, "ms_per_step": ms})
     total = sum(per_group.values())
-    cost = ModelCost.of(model)
+    cost = ModelCost.of(pipe.adapter)
     floor_ms = cost.decode_floor_s(prefill.tokens_per_layer, args.steps, H100_SXM_BANDWIDTH) * 1e3
     print(f"graph decode (split-KV, not compiled), {args.prompt} prompt: {wall_ms:.2f} "
           f"ms/token wall; GPU kernels {total:.2f} ms/step; bandwidth floor {floor_ms:.2f} ms")

@@ -3,8 +3,9 @@
 Why: the static decode used to fuse q/k/v and gate/up by turning the model's weights into views of
 fused tensors (changing the user's model); it now keeps its own fused copies. This measures what that
 costs (decode ms/token, TTFT, peak GPU memory) and checks the model's parameters are untouched.
-Run once per tree, in one device session (random bf16 weights, Llama-3.1-8B shape, paper schedule):
-    PYTHONPATH=/tmp/site:.base python3 benchmarks/gpu/fuse_check.py base  > base.json
+Run in one device session (random bf16 weights, Llama-3.1-8B shape, paper schedule); the "base" row
+of benchmarks/results/h200-2026-12-02/fuse_check.jsonl came from the older tree (which changed the model), run
+with this script's version of that commit:
     PYTHONPATH=/tmp/site:$PWD python3 benchmarks/gpu/fuse_check.py fused
     PYTHONPATH=/tmp/site:$PWD python3 benchmarks/gpu/fuse_check.py unfused
 """
@@ -19,7 +20,7 @@ import torch
 
 from sliminfer import SlimPipeline, load_config
 from sliminfer.bench.shapes import build_random_model
-from sliminfer.core.graph_decode import fast_generate
+from sliminfer.decode.run import static_generate
 
 GIB = 1 << 30
 
@@ -34,8 +35,8 @@ def main(mode: str, prompt: int = 32768, new_tokens: int = 128, repeats: int = 3
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    first = fast_generate(pipe, ids, new_tokens, **options)  # compiles and captures
-    runs = [fast_generate(pipe, ids, new_tokens, decoder=first.decoder, **options) for _ in range(repeats)]
+    first = static_generate(pipe, ids, new_tokens, options=options)  # compiles and captures
+    runs = [static_generate(pipe, ids, new_tokens, options=options, decoder=first.decoder) for _ in range(repeats)]
     torch.cuda.synchronize()
     after = [(p.data_ptr(), p.untyped_storage().data_ptr(), p.untyped_storage().nbytes()) for p in model.parameters()]
     result = {

@@ -10,7 +10,7 @@ downloaded), the paper's schedule (after layers 9 / 19 / 29 keep 8192 / 4096 / 2
    ms/token (CUDA events around each eager ``decode_step``, the host reading each token as
    ``generate`` does; median over --steps after --warmup; also with the managers' steps interleaved),
    peak GPU memory in prefill and in decode, TTFT, swaps and bytes moved per step, selection overlap.
-   Then the CUDA-graph decodes (``fast_generate``) of both caches, compiled (the default) and not: the
+   Then the CUDA-graph decodes (``static_generate``) of both caches, compiled (the default) and not: the
    offload manager's static decoder against the GPU-resident one (target: offload within 10 %).
 2. With the process capped at --cap-gib (``torch.cuda.set_per_process_memory_fraction``), the longest
    prompt (8k steps up to 128k, binary search, time-boxed by --cap-seconds) that prefills and generates
@@ -156,15 +156,14 @@ def check_cuda_paths(steps: int = 24) -> dict[str, Any]:
             "max_abs_logit_diff": (cuda_logits - cpu_logits).abs().max().item(),
             "host_alias_layers": aliased,
         }
-    from sliminfer.core.graph_decode import fast_generate
+    from sliminfer.decode.run import static_generate
 
     def fast(device: str, cache: dict[str, Any]) -> tuple[list[int], list[list[int]], bool, dict[str, Any]]:
         model = tiny_model("llama", seed=2).to(device)
         config = {"pruning": pruning, "cache": {"name": "offload", "block_size": 16, "unit_size": 4, **cache}}
-        got = fast_generate(SlimPipeline.from_pretrained(model, config=config), ids.to(device), steps + 16,
-                            stop_at_eos=False)
+        got = static_generate(SlimPipeline.from_pretrained(model, config=config), ids.to(device), steps + 16, stop_at_eos=False)
         slots = [row for g in got.decoder.groups for row in g.slot_block.tolist()]
-        return got.token_ids, slots, got.graph, got.decoder.stats(), got.decoder.compiled
+        return got.token_ids, slots, got.decoder.graph is not None, got.decoder.stats(), got.decoder.compiled
 
     for gamma in (1.0, 0.9):  # the offload static decode (a compiled CUDA graph, Triton block copy) vs the CPU
         cache = {"decode_budget": 96, "gamma": gamma}
@@ -280,21 +279,20 @@ def measure(name: str, pipe: SlimPipeline, ids: torch.Tensor, args: argparse.Nam
 
 
 def graph_decode(name: str, pipe: SlimPipeline, ids: torch.Tensor, steps: int, **options: Any) -> dict[str, Any]:
-    """Static decode replayed as a CUDA graph: ``fast_generate`` (the offload manager's own static decoder
+    """Static decode replayed as a CUDA graph: ``static_generate`` (the offload manager's own static decoder
     for an offload pipeline); ms/token of the graph steps, CUDA events."""
-    from sliminfer.core.graph_decode import fast_generate
+    from sliminfer.decode.run import static_generate
 
     free()
     # warm-up (kernels, Triton, capture paths; compilation): same shapes as the timed run, which then
     # reuses the compiled code
-    fast_generate(pipe, ids, steps + 1, stop_at_eos=False, **options)
-    result = fast_generate(pipe, ids, steps + 1, stop_at_eos=False, **options)
+    static_generate(pipe, ids, steps + 1, stop_at_eos=False, options={**options})
+    result = static_generate(pipe, ids, steps + 1, stop_at_eos=False, options={**options})
     decoder = result.decoder
-    row = {"manager": name, "ms_per_token": result.decode_s_per_token * 1e3, "graph": result.graph,
-           "attention": result.attention, "compiled": bool(decoder is not None and decoder.compiled),
-           "graph_error": None if decoder is None else decoder.graph_error}
-    if hasattr(decoder, "stats"):
-        s = decoder.stats()
+    row = {"manager": name, "ms_per_token": result.decode_s_per_token * 1e3, "graph": decoder.graph is not None,
+           "attention": decoder.attention, "compiled": decoder.compiled, "graph_error": decoder.graph_error}
+    s = decoder.stats()
+    if s:
         row.update(swaps_per_step=s["swaps_per_step"], mb_moved_per_step=s["bytes_moved_per_step"] / 1e6,
                    overlap=s["mean_overlap"], graph_stats=s)
     del result, decoder
@@ -523,7 +521,7 @@ def main() -> None:
         except torch.cuda.OutOfMemoryError as exc:
             log(f"{n} tokens, interleaved timing: out of memory ({str(exc).splitlines()[0]})")
         if not args.no_graph:
-            plain = {"attention": "split", "compile": False}
+            plain = {"kernel": "split", "compile": False}
             graphs = [("offload_graph", pipes["offload"], {}),  # the defaults: split-KV attention + torch.compile
                       ("gpu_graph", pipes["gpu"], {}),
                       ("offload_graph_plain", pipes["offload"], plain),

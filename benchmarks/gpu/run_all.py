@@ -48,7 +48,8 @@ from sliminfer.bench.grid import GridRunner, GridSettings, free_memory, prompt_i
 from sliminfer.bench.report import plot, summary, write_json  # noqa: E402
 from sliminfer.bench.run import environment  # noqa: E402
 from sliminfer.bench.shapes import RANDOM_LABEL, build_random_model  # noqa: E402
-from sliminfer.core.graph_decode import fast_generate, flash_decode_available  # noqa: E402
+from sliminfer.decode.kernels import flash_decode_available  # noqa: E402
+from sliminfer.decode.run import static_generate  # noqa: E402
 
 K = 1024
 PAPER = {  # used when the presets of the same name cannot be loaded
@@ -133,7 +134,7 @@ def agreeing_prefix(a: list[int], b: list[int]) -> int:
 def graph_vs_eager(pipe: SlimPipeline, ids: torch.Tensor, steps: int, attention: str) -> dict[str, Any]:
     """Free-running and teacher-forced agreement of the static (graph) decode with the eager decode."""
     eager = pipe.generate(ids, max_new_tokens=steps)
-    fast = fast_generate(pipe, ids, steps, attention=attention, stop_at_eos=False)
+    fast = static_generate(pipe, ids, steps, stop_at_eos=False, options={"kernel": attention})
     decoder = fast.decoder
     out: dict[str, Any] = {
         "attention": decoder.attention, "graph": decoder.graph is not None, "graph_error": decoder.graph_error,
@@ -182,7 +183,7 @@ def check_small(p: dict[str, Any]) -> dict[str, Any]:
     del reference, result
     for name, pipe in (("unpruned", plain), ("pruned", pruned)):
         eager = pipe.generate(ids, max_new_tokens=64).token_ids
-        res[f"fp32_{name}_graph_equals_eager_64"] = fast_generate(pipe, ids, 64).token_ids == eager
+        res[f"fp32_{name}_graph_equals_eager_64"] = static_generate(pipe, ids, 64).token_ids == eager
     del model, plain, pruned
     free_memory(device)
     # bf16 (the dtype the speed runs use)
@@ -245,10 +246,10 @@ def decode_variants(pipe: SlimPipeline, p: dict[str, Any], stages: Stages) -> di
     device = pipe.device
     ids = prompt_ids(p["variants_prompt"], pipe.model.config.vocab_size, device)
     new = p["variant_tokens"]
-    variants = [("split", {"attention": "split"}), ("split+compile", {"attention": "split", "compile": True})]
+    variants = [("split", {"kernel": "split"}), ("split+compile", {"kernel": "split", "compile": True})]
     if flash_decode_available(device, p["dtype"]):
-        variants += [("flash", {"attention": "flash"}), ("flash+compile", {"attention": "flash", "compile": True})]
-    variants.append(("sdpa", {"attention": "sdpa"}))
+        variants += [("flash", {"kernel": "flash"}), ("flash+compile", {"kernel": "flash", "compile": True})]
+    variants.append(("sdpa", {"kernel": "sdpa"}))
     if p.get("only_variants"):
         variants = [v for v in variants if v[0] in p["only_variants"]]
     out: dict[str, Any] = {}
@@ -258,9 +259,9 @@ def decode_variants(pipe: SlimPipeline, p: dict[str, Any], stages: Stages) -> di
             continue
         try:
             with _deadline(max(30.0, stages.left() - 120)):
-                first = fast_generate(pipe, ids, new, stop_at_eos=False, **options)
-                again = fast_generate(pipe, ids, new, decoder=first.decoder, stop_at_eos=False)
-            floor = ModelCost.of(pipe.model).decode_floor_s(again.prefill.tokens_per_layer, new) * 1e3
+                first = static_generate(pipe, ids, new, stop_at_eos=False, options={**options})
+                again = static_generate(pipe, ids, new, decoder=first.decoder, stop_at_eos=False)
+            floor = ModelCost.of(pipe.adapter).decode_floor_s(again.prefill.tokens_per_layer, new) * 1e3
             out[label] = {"status": "ok", "ms_per_token": again.decode_s_per_token * 1e3, "floor_ms": floor,
                           "x_floor": again.decode_s_per_token * 1e3 / floor, "graph": again.graph,
                           "graph_error": first.decoder.graph_error, "setup_first_s": first.setup_s,

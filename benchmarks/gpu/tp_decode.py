@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tp_prefill import config_of, init_distributed, load_model, paper_config  # noqa: E402
 
 from sliminfer import SlimPipeline  # noqa: E402
-from sliminfer.core.graph_decode import StaticDecoder  # noqa: E402
+from sliminfer.core.config import DecodeSection  # noqa: E402
+from sliminfer.decode.static import StaticDecoder  # noqa: E402
 
 
 class CheckedDecoder(StaticDecoder):
@@ -41,7 +42,7 @@ def static_decode(pipe: SlimPipeline, ids: torch.Tensor, new: int, **options: An
     with torch.inference_mode():
         prefill = pipe.forward.prefill(ids, pipe.new_cache(0))
         first = prefill.logits.argmax(dim=-1, keepdim=True)
-    decoder = CheckedDecoder.for_prefill(pipe.adapter, prefill, new, **options)
+    decoder = CheckedDecoder.for_prefill(pipe.adapter, prefill, new, DecodeSection(mode="static", **options))
     decoder.load(prefill, first)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
@@ -55,7 +56,7 @@ def static_decode(pipe: SlimPipeline, ids: torch.Tensor, new: int, **options: An
 def variants(pipe: SlimPipeline, ids: torch.Tensor, new: int) -> dict[str, Any]:
     eager = pipe.generate(ids, max_new_tokens=new)
     out: dict[str, Any] = {"eager": {"tokens": eager.token_ids, "ms_per_token": eager.decode_s_per_token * 1e3}}
-    for name, options in (("graph", {"attention": "split", "compile": False}), ("graph_compiled", {})):
+    for name, options in (("graph", {"kernel": "split", "compile": False}), ("graph_compiled", {})):
         try:
             static_decode(pipe, ids, new, **options)  # warm-up: capture (and compilation) at these shapes
             out[name] = static_decode(pipe, ids, new, **options)

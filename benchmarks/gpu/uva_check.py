@@ -1,4 +1,4 @@
-"""Can a GPU kernel read pinned host memory in place here, and how fast? (sliminfer.cache.host_alias)
+"""Can a GPU kernel read pinned host memory in place here, and how fast? (sliminfer.cache.offload.host_alias)
 
 Makes the device alias of a pinned ``[512, 2, 8, 64, 128]`` bf16 host buffer (512 KV blocks of the
 Llama-3.1-8B shape), checks that a gather through it equals the same gather on the host, and times
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from sliminfer.cache.host_alias import device_alias
+from sliminfer.cache.offload.host_alias import device_alias
 
 BLOCK_BYTES = 2 * 8 * 64 * 128 * 2
 

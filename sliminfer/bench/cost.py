@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sliminfer.models.base import ModelAdapter
 
 H100_SXM_BANDWIDTH = 3.35e12  # bytes/s, HBM3 peak of the H100 SXM
 
@@ -29,24 +32,19 @@ class ModelCost:
     weight_bytes: int  # read once per decoded token: every parameter but the input embedding table
 
     @classmethod
-    def of(cls, model: Any) -> ModelCost:
-        config = model.config
-        layer = model.model.layers[0].self_attn
-        params = {id(p): p for p in model.parameters()}  # tied weights counted once
-        total = sum(p.numel() * p.element_size() for p in params.values())
-        embed = model.model.embed_tokens.weight
-        tied = model.lm_head.weight is embed
-        first = next(iter(params.values()))
+    def of(cls, adapter: ModelAdapter) -> ModelCost:
+        """The shape of the model behind ``adapter`` (which alone knows the module layout)."""
+        config = adapter.config
         return cls(
-            num_layers=int(config.num_hidden_layers),
+            num_layers=adapter.num_layers,
             hidden=int(config.hidden_size),
             q_heads=int(config.num_attention_heads),
             kv_heads=int(config.num_key_value_heads),
-            head_dim=int(layer.head_dim),
+            head_dim=adapter.head_dim,
             intermediate=int(config.intermediate_size),
-            vocab=int(config.vocab_size),
-            dtype_bytes=first.element_size(),
-            weight_bytes=total - (0 if tied else embed.numel() * embed.element_size()),
+            vocab=adapter.vocab_size,
+            dtype_bytes=next(adapter.model.parameters()).element_size(),
+            weight_bytes=adapter.decode_weight_bytes(),
         )
 
     @property

@@ -9,7 +9,8 @@ same model and the same prompts:
   ``cache_implementation="static"``, which transformers compiles (``torch.compile``, CUDA graphs) on
   CUDA; its first (warm-up) run pays the compilation;
 - sliminfer TTFT: the pipeline's prefill; end-to-end with the eager decode (``pipe.generate``) and
-  with the static decode replayed as a CUDA graph (:func:`~sliminfer.core.graph_decode.fast_generate`).
+  with the static decode replayed as a CUDA graph (:func:`~sliminfer.decode.run.static_generate`,
+  options from the config's ``decode:`` section).
 
 Every measurement has warm-up runs, then repeats timed with CUDA events (``perf_counter`` on the
 CPU) and reported as medians, with the peak GPU memory (reset before each run). The stock cache is
@@ -29,12 +30,13 @@ from typing import Any
 import torch
 
 from sliminfer.bench.cost import H100_SXM_BANDWIDTH, ModelCost
-from sliminfer.core.graph_decode import StaticDecoder, fast_generate
 from sliminfer.core.pipeline import SlimPipeline
+from sliminfer.decode.run import static_generate
+from sliminfer.decode.static import StaticDecoder
 
 MODES = ("stock", "sliminfer")  # the default modes
 ALL_MODES = ("stock", "stock_static", "sliminfer")
-DECODERS = ("eager", "graph")
+DECODERS = ("eager", "static")
 
 
 @dataclass
@@ -50,7 +52,6 @@ class GridSettings:
     measure_ttft: bool = True
     bandwidth: float = H100_SXM_BANDWIDTH
     seed: int = 0
-    graph_options: dict[str, Any] = field(default_factory=dict)  # StaticDecoder options: attention, compile
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,7 +137,7 @@ class GridRunner:
         self.settings = settings
         self.log = log
         self.device = pipe.device
-        self.cost = ModelCost.of(self.model)
+        self.cost = ModelCost.of(pipe.adapter)
         self.meter = Meter(self.device, settings.warmup, settings.repeats)
         self._decoder: StaticDecoder | None = None
 
@@ -209,9 +210,9 @@ class GridRunner:
         if "sliminfer" in s.modes and "eager" in s.decoders:
             self.log(f"  {n} tokens: sliminfer eager decode, {new} new")
             row["eager"] = self.meter.measure(lambda: self.pipe.generate(ids, max_new_tokens=new), _generation_info)
-        if "sliminfer" in s.modes and "graph" in s.decoders:
-            self.log(f"  {n} tokens: sliminfer graph decode, {new} new")
-            row["graph"] = self.meter.measure(lambda: self._fast(ids, new), _fast_info)
+        if "sliminfer" in s.modes and "static" in s.decoders:
+            self.log(f"  {n} tokens: sliminfer static decode, {new} new")
+            row["static"] = self.meter.measure(lambda: self._static(ids, new), _static_info)
             self._decoder = None
             free_memory(self.device)
         stock = row.get("stock")
@@ -223,15 +224,15 @@ class GridRunner:
             "sliminfer": self.cost.decode_floor_s(tokens, new, s.bandwidth) * 1e3,
             "bandwidth_bytes_per_s": s.bandwidth,
         }
-        row["speedup"] = {"eager": _ratio(stock, row.get("eager")), "graph": _ratio(stock, row.get("graph")),
-                          "graph_vs_static": _ratio(row.get("stock_static"), row.get("graph"))}
-        if _ok(row.get("eager"), row.get("graph")):
-            a, b = row["eager"].pop("tokens"), row["graph"].pop("tokens")
-            row["graph_matches_eager_tokens"] = _agreeing_prefix(a, b) / max(len(a), 1)
+        row["speedup"] = {"eager": _ratio(stock, row.get("eager")), "static": _ratio(stock, row.get("static")),
+                          "static_vs_stock_static": _ratio(row.get("stock_static"), row.get("static"))}
+        if _ok(row.get("eager"), row.get("static")):
+            a, b = row["eager"].pop("tokens"), row["static"].pop("tokens")
+            row["static_matches_eager_tokens"] = _agreeing_prefix(a, b) / max(len(a), 1)
         if _ok(row.get("stock_static"), row.get("stock")):
             a, b = row["stock"].get("tokens", []), row["stock_static"].get("tokens", [])
             row["static_matches_stock_tokens"] = _agreeing_prefix(a, b) / max(len(a), 1)
-        for key in ("stock", "stock_static", "eager", "graph"):
+        for key in ("stock", "stock_static", "eager", "static"):
             if isinstance(row.get(key), dict):
                 row[key].pop("tokens", None)
         return row
@@ -243,10 +244,9 @@ class GridRunner:
                                   min_new_tokens=new, **extra)
         return out[0, ids.shape[1]:].tolist()
 
-    def _fast(self, ids: torch.Tensor, new: int) -> Any:
-        result = fast_generate(self.pipe, ids, new, decoder=self._decoder, stop_at_eos=False,
-                               **self.settings.graph_options)
-        self._decoder = result.decoder
+    def _static(self, ids: torch.Tensor, new: int) -> Any:
+        result = static_generate(self.pipe, ids, new, decoder=self._decoder, stop_at_eos=False)
+        self._decoder = result.decoder if result.decoder is not None and result.decoder.reusable else None
         return result
 
 
@@ -267,16 +267,15 @@ def _generation_info(out: Any) -> dict[str, Any]:
             "decode_ms_per_token": out.decode_s_per_token * 1e3, "tokens": out.token_ids}
 
 
-def _fast_info(out: Any) -> dict[str, Any]:
+def _static_info(out: Any) -> dict[str, Any]:
     decoder = out.decoder  # None when every step ran eagerly (an offload pipeline's first steps)
     info = {"new_tokens_made": len(out.token_ids), "ttft_s": out.ttft_s,
-            "decode_ms_per_token": out.decode_s_per_token * 1e3, "setup_s": out.setup_s, "graph": out.graph,
-            "attention": out.attention, "tokens": out.token_ids}
+            "decode_ms_per_token": out.decode_s_per_token * 1e3, "setup_s": out.setup_s,
+            "graph": decoder is not None and decoder.graph is not None,
+            "attention": None if decoder is None else decoder.attention, "tokens": out.token_ids}
     if decoder is not None:
         info.update(graph_error=decoder.graph_error, compiled=decoder.compiled, capture_s=decoder.capture_s,
-                    static_kv_bytes=decoder.kv_bytes())
-    if hasattr(decoder, "stats"):  # the offload manager's static decoder: swaps and bytes moved
-        info["offload"] = decoder.stats()
+                    static_kv_bytes=decoder.kv_bytes(), decoder_stats=decoder.stats())
     return info
 
 

@@ -58,27 +58,27 @@ def e2e_table(points: Sequence[dict[str, Any]]) -> str:
     for p in points:
         for e in p.get("e2e", []):
             floor = e["floor_ms_per_token"]
-            agree = e.get("graph_matches_eager_tokens")
+            agree = e.get("static_matches_eager_tokens")
             row = [p["prompt_tokens"], e["new_tokens"], _seconds(e.get("stock"))]
             if static:
                 row.append(_seconds(e.get("stock_static")))
-            row += [_seconds(e.get("eager")), _seconds(e.get("graph")),
-                    _x(e["speedup"].get("eager")), _x(e["speedup"].get("graph"))]
+            row += [_seconds(e.get("eager")), _seconds(e.get("static")),
+                    _x(e["speedup"].get("eager")), _x(e["speedup"].get("static"))]
             if static:
-                row.append(_x(e["speedup"].get("graph_vs_static")))
+                row.append(_x(e["speedup"].get("static_vs_stock_static")))
             row.append(_seconds(e.get("stock"), "decode_ms_per_token", digits=1))
             if static:
                 row.append(_seconds(e.get("stock_static"), "decode_ms_per_token", digits=1))
             row += [_seconds(e.get("eager"), "decode_ms_per_token", digits=1),
-                    _seconds(e.get("graph"), "decode_ms_per_token", digits=2),
+                    _seconds(e.get("static"), "decode_ms_per_token", digits=2),
                     f"{floor['sliminfer']:.3g} / {floor['stock']:.3g}",
-                    _gib(e.get("stock")), _gib(e.get("graph")),
+                    _gib(e.get("stock")), _gib(e.get("static")),
                     "-" if agree is None else f"{agree:.0%}"]
             rows.append(row)
     head = ["prompt", "new", "stock s"] + (["static s"] if static else []) + [
-        "eager s", "graph s", "x eager", "x graph"] + (["x graph vs static"] if static else []) + [
+        "eager s", "static s", "x eager", "x static"] + (["x static vs stock static"] if static else []) + [
         "stock ms/tok"] + (["static ms/tok"] if static else []) + [
-        "eager ms/tok", "graph ms/tok", "floor ms/tok slim/stock", "stock peak GiB", "graph peak GiB", "graph=eager"]
+        "eager ms/tok", "static ms/tok", "floor ms/tok slim/stock", "stock peak GiB", "static peak GiB", "static=eager"]
     return table(head, rows)
 
 
@@ -119,7 +119,7 @@ def plot(record: dict[str, Any], path: str | Path) -> Path | None:
     series = []
     for new in news:
         for key, label in (("stock", "stock generate"), ("stock_static", "stock static + compile"),
-                           ("eager", "sliminfer eager"), ("graph", "sliminfer graph")):
+                           ("eager", "sliminfer eager"), ("static", "sliminfer static")):
             series.append((f"{label}, {new} new", lambda p, k=key, n=new: next(
                 (e.get(k) for e in p.get("e2e", []) if e["new_tokens"] == n), None)))
     _lines(right, points, series)

@@ -41,11 +41,11 @@ def load_bench_pipeline(config: SlimConfig, shape: str | None = None, seed: int 
         "label": RANDOM_LABEL if random_weights else "real weights",
         "model_type": model.config.model_type,
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "attention": model.config._attn_implementation,
+        "attention": pipe.adapter.attention_implementation,
         "num_layers": pipe.adapter.num_layers,
         "hidden_size": int(model.config.hidden_size),
         "params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
-        "decode_weight_bytes": ModelCost.of(model).weight_bytes,
+        "decode_weight_bytes": ModelCost.of(pipe.adapter).weight_bytes,
     }
     return pipe, info
 

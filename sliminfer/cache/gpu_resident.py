@@ -22,8 +22,25 @@ class GPUResidentCache(KVCacheManager):
         self.keys: list[torch.Tensor | None] = [None] * num_layers
         self.values: list[torch.Tensor | None] = [None] * num_layers
         self.lengths = [0] * num_layers
+        self._offered: tuple[list[torch.Tensor], list[torch.Tensor], int] | None = None
+
+    def offer_static_buffers(self, keys: list[torch.Tensor], values: list[torch.Tensor], spare: int) -> None:
+        """Taken: a layer's first buffer is the offered one where the prompt fits it (same dtype, device, heads)."""
+        self._offered = (keys, values, spare)
+
+    def _take_offered(self, layer_idx: int, like: torch.Tensor, needed: int) -> bool:
+        if self._offered is None or self.keys[layer_idx] is not None:
+            return False
+        keys, values, spare = self._offered
+        k = keys[layer_idx]
+        if needed + spare > k.shape[2] or like.dtype != k.dtype or like.device != k.device or like.shape[1] != k.shape[1]:
+            return False
+        self.keys[layer_idx], self.values[layer_idx] = k, values[layer_idx]
+        return True
 
     def _grow(self, layer_idx: int, like: torch.Tensor, needed: int) -> None:
+        if self._take_offered(layer_idx, like, needed):
+            return
         old_k, old_v, length = self.keys[layer_idx], self.values[layer_idx], self.lengths[layer_idx]
         capacity = needed + self.reserve_tokens if old_k is None else max(needed, 2 * old_k.shape[2])
         shape = (like.shape[0], like.shape[1], capacity, like.shape[3])
@@ -50,6 +67,9 @@ class GPUResidentCache(KVCacheManager):
 
     def layer_keys(self, layer_idx: int) -> torch.Tensor:
         return self.keys[layer_idx][:, :, : self.lengths[layer_idx]]
+
+    def layer_values(self, layer_idx: int) -> torch.Tensor:
+        return self.values[layer_idx][:, :, : self.lengths[layer_idx]]
 
     def layer_tokens(self, layer_idx: int) -> int:
         return self.lengths[layer_idx]

@@ -3,8 +3,8 @@
 ``call_with_oom_message`` runs a prefill or a generation: a ``torch.cuda.OutOfMemoryError`` raised anywhere
 inside becomes a :class:`GPUOutOfMemoryError` whose message names the prompt length, the phase, the
 memory this process may use (the per-process cap set with ``torch.cuda.set_per_process_memory_fraction``,
-or the whole card), what was in use, and suggests the ``offload`` KV cache manager (and pruning, where
-it is off). The new error is raised after the ``except`` block, so it keeps no reference to the
+or the whole card), what was in use, and what to try: the advice the cache managers declare (``memory_saving`` of
+a manager that would save memory, or ``memory_advice`` of the one in use) and pruning, where it is off. The new error is raised after the ``except`` block, so it keeps no reference to the
 failed frames and their tensors: the memory is free again when the caller sees it.
 """
 
@@ -21,7 +21,6 @@ from sliminfer.core.errors import SlimInferError
 
 T = TypeVar("T")
 GiB = float(1 << 30)
-OFFLOAD_HINT = "cache: {name: offload, decode_budget: 2048}"
 
 
 class GPUOutOfMemoryError(SlimInferError, MemoryError):
@@ -55,7 +54,7 @@ def describe_oom(
     *,
     phase: str = "prefill",
     prompt_tokens: int | None = None,
-    cache_name: str | None = None,
+    cache_advice: list[str] | None = None,
     pruning: bool | None = None,
     weights_bytes: int | None = None,
 ) -> GPUOutOfMemoryError:
@@ -92,13 +91,7 @@ def describe_oom(
         parts.append(limit)
     if weights_bytes:
         parts.append(f"the model's weights take {weights_bytes / GiB:.1f} GiB of it")
-    hints = []
-    if cache_name != "offload":
-        hints.append(f"use the offload KV cache manager ({OFFLOAD_HINT}), which keeps the prompt KV in CPU memory "
-                     "and only the active blocks on the GPU")
-    else:
-        hints.append("lower cache.decode_budget (the offload manager already keeps the prompt KV in CPU memory; "
-                     "what remains on the GPU in prefill is mostly the activations, which grow with the prompt)")
+    hints = list(cache_advice or [])
     if pruning is False:
         hints.append("enable pruning (e.g. the paper's schedule: pruning: {schedule: {name: fixed, "
                      "layers: [9, 19, 29], "

@@ -23,7 +23,6 @@ from sliminfer.bench.report import plot, summary, write_json
 from sliminfer.bench.run import load_bench_pipeline, run_bench
 from sliminfer.bench.shapes import shape_names
 from sliminfer.core.errors import ConfigError
-from sliminfer.core.graph_decode import ATTENTION_CHOICES
 from sliminfer.core.pipeline import load_config
 
 
@@ -43,11 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="comma list of stock, stock_static (generate with a static cache, compiled on CUDA: "
                              "end to end only) and sliminfer")
     parser.add_argument("--decode", default=",".join(DECODERS), type=_choices(DECODERS),
-                        help="sliminfer end-to-end decode paths: eager and/or graph")
-    parser.add_argument("--graph-attention", default="auto", choices=ATTENTION_CHOICES,
-                        help="attention kernel of the graph decode (auto: split-KV + compile on CUDA)")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                        help="torch.compile the graph decode's step (default: on for CUDA)")
+                        help="sliminfer end-to-end decode paths: eager and/or static (its kernel, graph and "
+                             "compile come from the config's decode section, e.g. decode.kernel=sdpa)")
     parser.add_argument("--no-ttft", action="store_true", help="skip the separate TTFT measurements")
     parser.add_argument("--bandwidth", type=float, default=H100_SXM_BANDWIDTH,
                         help="memory bandwidth in bytes/s for the decode floor (default: H100 SXM)")
@@ -89,11 +85,10 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--prompt-lengths", "", "give at least one prompt length")
     config = load_config(config_source, overrides)
     pipe, info = load_bench_pipeline(config, args.shape, args.seed)
-    graph_options = {"attention": args.graph_attention, "compile": args.compile}
     settings = GridSettings(
         prompt_lengths=args.prompt_lengths, output_lengths=args.output_lengths, repeats=args.repeats,
         warmup=args.warmup, modes=args.modes, decoders=args.decode, measure_ttft=not args.no_ttft,
-        bandwidth=args.bandwidth, seed=args.seed, graph_options=graph_options,
+        bandwidth=args.bandwidth, seed=args.seed,
     )
     record = run_bench(pipe, info, settings)
     stem = args.name or f"bench-{re.sub(r'[^A-Za-z0-9._-]+', '_', Path(str(info['name'])).name)}"

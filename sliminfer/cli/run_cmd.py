@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sliminfer.cli.format import layer_runs, mib
 from sliminfer.core.errors import InputError
-from sliminfer.core.pipeline import SlimPipeline, check_fast_options, load_config
+from sliminfer.core.pipeline import SlimPipeline, check_static_options, load_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--prompt-file", help="UTF-8 file holding the prompt text ('-': standard input)")
     parser.add_argument("--no-chat", action="store_true", help="do not wrap the prompt in the chat template")
     parser.add_argument("--fast", action="store_true",
-                        help="greedy decode with static buffers, replayed as a CUDA graph on GPUs (no stop strings)")
+                        help="the static decode (decode.mode=static): greedy, static buffers replayed as a CUDA graph "
+                             "on GPUs, no stop strings")
     parser.set_defaults(func=_run)
 
 
@@ -43,11 +44,12 @@ def _run(args: argparse.Namespace) -> int:
     if not prompt:  # checked before the model loads
         source = "--prompt" if args.prompt is not None else f"--prompt-file {args.prompt_file}"
         raise InputError(f"{source}: the prompt is empty; give some text")
-    config = load_config(args.config, args.overrides)
-    if args.fast:
-        check_fast_options(config.generation)
+    overrides = [*args.overrides, "decode.mode=static"] if args.fast else args.overrides
+    config = load_config(args.config, overrides)
+    if config.decode.mode == "static":
+        check_static_options(config.generation)
     pipe = SlimPipeline.from_config(config)
-    out = pipe.generate(prompt, chat_template=False if args.no_chat else None, fast=args.fast)
+    out = pipe.generate(prompt, chat_template=False if args.no_chat else None)
     print(out.text)
     pre = out.prefill
     print(

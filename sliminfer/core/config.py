@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
@@ -138,6 +138,31 @@ class GenerationSection(ConfigModel):
         return value
 
 
+DecodeKernel = Literal["auto", "sdpa", "flash", "split"]
+
+
+class DecodeSection(ConfigModel):
+    """How tokens after the first are decoded (:mod:`sliminfer.decode`).
+
+    ``eager`` runs the model's attention modules step by step (every sampling option, stop strings,
+    decode observers). ``static`` decodes greedily with fixed buffers, one captured step replayed as a
+    CUDA graph on GPUs (``generate(fast=True)`` and the CLI's ``--fast`` choose it per call); the other
+    fields say how, and only apply to it.
+    """
+
+    mode: Literal["eager", "static"] = Field("eager", description="eager, or static (greedy; CUDA graph on GPUs).")
+    kernel: DecodeKernel = Field(
+        "auto", description="Static decode attention: auto, sdpa, flash (FlashAttention varlen) or split (split-KV)."
+    )
+    graph: bool | None = Field(None, description="Replay the static step as a CUDA graph (null: on CUDA devices).")
+    compile: bool | None = Field(None, description="torch.compile the static step (null: on CUDA devices).")
+    fuse: bool = Field(
+        True,
+        description="Run q/k/v and gate/up as one matmul each from the decoder's own copies of those weights "
+        "(faster; one extra copy of them while the decoder lives). false: no copy.",
+    )
+
+
 class SlimConfig(ConfigModel):
     """The whole pipeline's configuration."""
 
@@ -145,9 +170,24 @@ class SlimConfig(ConfigModel):
     pruning: PruningSection | None = Field(None, description="Absent or null: run unpruned.")
     cache: CacheSection = Field(default_factory=lambda: CacheSection(name="gpu"))
     generation: GenerationSection = Field(default_factory=GenerationSection)
+    decode: DecodeSection = Field(default_factory=DecodeSection)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(), sort_keys=False)
+
+
+S = TypeVar("S", bound=ConfigModel)
+
+
+def updated_section(section: S, prefix: str, updates: Mapping[str, Any]) -> S:
+    """``section`` with the ``updates`` that are not None, under the same checks as YAML values (a
+    ConfigError naming ``prefix.field``): per-call options of ``generate`` and the decode."""
+    try:
+        return type(section).model_validate(
+            {**section.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
+        )
+    except ValidationError as exc:
+        raise config_error_from_validation(exc, prefix=prefix, model=type(section)) from None
 
 
 def preset_names() -> list[str]:

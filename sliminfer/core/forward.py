@@ -11,7 +11,6 @@ the cache manager, so a layer holds exactly the tokens it saw.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from typing import TYPE_CHECKING
 
@@ -22,6 +21,7 @@ from sliminfer.core.errors import InputError
 from sliminfer.core.prompts import check_length
 from sliminfer.core.results import PrefillResult
 from sliminfer.core.timing import now
+from sliminfer.decode.kernels import decode_attention_kernels
 from sliminfer.strategies.block_selection import blocks_to_keep, select_kept_indices
 
 if TYPE_CHECKING:
@@ -174,8 +174,8 @@ class StagedForward:
         hidden = adapter.embed(token)
         pos = torch.full((1, 1), position, dtype=torch.long, device=token.device)
         pe = adapter.rotary(hidden, pos)
-        # a manager that picks KV by the current queries (offload) receives them before the attention
-        query_layers = cache.query_layers if getattr(cache, "wants_queries", False) else ()
+        # a manager that picks KV by the current queries receives them before the attention
+        query_layers = cache.query_layers if cache.wants_queries else ()
         spread = self.layer_devices is not None
         for layer in range(adapter.num_layers):
             if spread:
@@ -195,19 +195,3 @@ class StagedForward:
         if to is None or hidden.device == to:
             return hidden, pe
         return hidden.to(to), (pe[0].to(to), pe[1].to(to))
-
-
-def decode_attention_kernels(device: torch.device) -> contextlib.AbstractContextManager[None]:
-    """SDPA kernels for eager decode steps: on CUDA every kernel but cuDNN's.
-
-    Why: torch picks cuDNN attention first on Hopper, and cuDNN builds an execution plan for every new
-    sequence length; a decode step meets new KV lengths at every step (one per distinct layer length),
-    so each step paid several plan builds: measured on an H100 (benchmarks/gpu/decode_probe.py, 8B
-    shape, 32k prompt, pruned): 194-226 ms/token with cuDNN against 24.7 ms/token with FlashAttention.
-    The prefill (one shape per layer) keeps torch's choice. The kernels compute the same attention.
-    """
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])

@@ -11,17 +11,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from pydantic import ValidationError
 
-from sliminfer.core import events
-from sliminfer.core.config import GenerationSection, SlimConfig, config_error_from_validation, read_config
+from sliminfer.core.config import (
+    GenerationSection,
+    SlimConfig,
+    read_config,
+    updated_section,
+)
 from sliminfer.core.errors import ConfigError
 from sliminfer.core.forward import StagedForward
 from sliminfer.core.prompts import prompt_ids
 from sliminfer.core.registry import Registry, get_registry
 from sliminfer.core.results import GenerationResult, PrefillResult
-from sliminfer.core.sampling import next_token
-from sliminfer.core.timing import now
+from sliminfer.decode.eager import eager_generate
+from sliminfer.decode.run import static_generate
 
 T = TypeVar("T")
 ConfigSource = str | Path | Mapping[str, Any] | SlimConfig | None
@@ -39,10 +42,13 @@ class SlimPipeline:
         self.model = model
         self.tokenizer = tokenizer
         self.adapter = self.registry.adapter_for(model.config).cls(model)
-        if self.adapter.layer_devices is not None and self.config.cache.name == "offload":
-            raise ConfigError("cache.name", "offload", "the offload manager keeps its buffers and copy streams on "
-                              "one device, and this model's layers are spread over several (device_map); use "
-                              "cache.name 'gpu', or load the model onto one device")
+        self._cache_entry = self.registry.get("cache", self.config.cache.name, "cache.name")
+        if self.adapter.layer_devices is not None and not self._cache_entry.cls.spans_devices:
+            raise ConfigError("cache.name", self.config.cache.name, "this manager keeps its KV on one device, and this "
+                              "model's layers are spread over several (device_map); use cache.name 'gpu', or load "
+                              "the model onto one device")
+        if self.config.decode.mode == "static":
+            check_static_options(self.config.generation)
         scorer = schedule = None
         pruning = self.config.pruning
         if pruning is not None:
@@ -52,10 +58,8 @@ class SlimPipeline:
         self.forward = StagedForward(
             self.adapter, self.registry, scorer, schedule, pruning.prune_point if pruning else "after_attention"
         )
-        self._cache_entry = self.registry.get("cache", self.config.cache.name, "cache.name")
         self._cache_options = self.registry.options("cache", self.config.cache, "cache")
-        self._observe_decode = self.registry.has_observers("sliminfer_decode_step")
-        self._static_decoder: Any = None  # the fast decode's buffers and graph, kept for the next call
+        self._static_decoder: Any = None  # the static decode's buffers and graph, kept for the next call
 
     # construction ------------------------------------------------------------------------------
     @classmethod
@@ -100,7 +104,8 @@ class SlimPipeline:
         use_chat = self.config.generation.chat_template if chat_template is None else chat_template
         return prompt_ids(prompt, self.tokenizer, self.adapter.vocab_size, use_chat).to(self.device)
 
-    def _eos_ids(self) -> set[int]:
+    def eos_ids(self) -> set[int]:
+        """Token ids that end a generation (the model's generation config and the tokenizer's)."""
         eos: set[int] = set()
         for source in (getattr(self.model, "generation_config", None), self.tokenizer):
             value = getattr(source, "eos_token_id", None) if source is not None else None
@@ -124,8 +129,17 @@ class SlimPipeline:
 
         weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
         return call_with_oom_message(fn, self.device, phase=phase, prompt_tokens=int(ids.shape[-1]),
-                                     cache_name=self.config.cache.name, pruning=self.config.pruning is not None,
+                                     cache_advice=self.memory_advice(), pruning=self.config.pruning is not None,
                                      weights_bytes=weights)
+
+    def memory_advice(self) -> list[str]:
+        """What an out-of-memory message suggests about the KV cache: the advice of the manager in use, or
+        else how to choose each registered manager that saves GPU memory (their own declarations)."""
+        in_use = self._cache_entry.cls
+        if in_use.memory_advice:
+            return [in_use.memory_advice]
+        return [e.cls.memory_saving for e in self.registry.entries["cache"].values()
+                if e.cls.memory_saving and e.cls is not in_use]
 
     def generate(
         self,
@@ -137,121 +151,45 @@ class SlimPipeline:
         seed: int | None = None,
         stop: Sequence[str] | None = None,
         chat_template: bool | None = None,
-        fast: bool = False,
+        fast: bool | None = None,
     ) -> GenerationResult:
         """Prefill, then decode until EOS, a stop string or ``max_new_tokens``.
 
-        ``fast=True`` decodes with static buffers, replayed as a CUDA graph on GPUs (split-KV attention
-        and torch.compile; see :mod:`sliminfer.core.graph_decode`): greedy only, no stop strings, and
+        The decode is the config's ``decode.mode``; ``fast=True`` chooses the static decode for this call
+        (``fast=False`` the eager one): static buffers, replayed as a CUDA graph on GPUs (split-KV
+        attention and torch.compile; see :mod:`sliminfer.decode`), greedy only, no stop strings, and
         decode-step observers are not called. It runs all ``max_new_tokens`` steps on the device and
         cuts the text at EOS afterwards.
         """
-        gen = generation_options(self.config.generation, max_new_tokens=max_new_tokens, temperature=temperature,
-                                 top_k=top_k, top_p=top_p, seed=seed, stop=stop, chat_template=chat_template)
-        if not isinstance(fast, bool):
-            raise ConfigError("generate.fast", fast, "must be True or False")
-        if fast:
-            check_fast_options(gen)
+        gen = updated_section(self.config.generation, "generation", {
+            "max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+            "seed": seed, "stop": stop, "chat_template": chat_template})
+        if fast is not None and not isinstance(fast, bool):
+            raise ConfigError("generate.fast", fast, "must be True, False or None (None: the config's decode.mode)")
+        static = self.config.decode.mode == "static" if fast is None else fast
+        if static:
+            check_static_options(gen)
         ids = self.encode(prompt_or_ids, gen.chat_template)
         self.forward.check_prompt(ids, gen.max_new_tokens)
-        if fast:
-            return self._oom_guarded(lambda: self._generate_fast(ids, gen.max_new_tokens), "generate", ids)
-        return self._oom_guarded(lambda: self._generate(ids, gen), "generate", ids)
+        if static:
+            return self._oom_guarded(lambda: self._generate_static(ids, gen.max_new_tokens), "generate", ids)
+        return self._oom_guarded(lambda: eager_generate(self, ids, gen), "generate", ids)
 
-    def _generate_fast(self, ids: torch.Tensor, max_new_tokens: int) -> GenerationResult:
-        from sliminfer.core.graph_decode import fast_generate
-
-        out = fast_generate(self, ids, max_new_tokens, decoder=self._static_decoder)
-        # reused (graph included) while later prompts fit; the offload decoder holds one request's host KV
-        self._static_decoder = out.decoder if self.config.cache.name != "offload" else None
-        return GenerationResult(token_ids=out.token_ids, text=out.text, prompt_tokens=out.prompt_tokens,
-                                ttft_s=out.ttft_s, decode_s_per_token=out.decode_s_per_token, total_s=out.total_s,
-                                prefill=out.prefill, stopped_by=out.stopped_by)
-
-    def _generate(self, ids: torch.Tensor, gen: GenerationSection) -> GenerationResult:
-        generator = None
-        if gen.temperature > 0:
-            generator = torch.Generator(device=self.device)
-            seed = gen.seed
-            if seed is None:
-                seed = torch.seed()
-                if self.adapter.head_shards is not None:  # tensor-parallel ranks must sample the same tokens
-                    seed = self.adapter.head_shards.broadcast_int(seed % (1 << 62), self.device)
-            generator.manual_seed(seed)
-        eos = self._eos_ids()
-        device = self.device
-        start = now(device)
-        prefill = self.forward.prefill(ids, self.new_cache(gen.max_new_tokens))
-        token = next_token(prefill.logits, gen.temperature, gen.top_k, gen.top_p, generator)
-        ttft = now(device) - start
-        tokens = [int(token)]
-        stopped_by = "max_new_tokens"
-        position = ids.shape[1]
-        while True:
-            if self._observe_decode:
-                self.registry.pm.hook.sliminfer_decode_step(
-                    event=events.DecodeStep(len(tokens) - 1, tokens[-1], position)
-                )
-            if tokens[-1] in eos:
-                stopped_by = "eos"
-                break
-            if gen.stop and self._hit_stop(tokens, gen.stop):
-                stopped_by = "stop"
-                break
-            if len(tokens) >= gen.max_new_tokens:
-                break
-            logits = self.forward.decode_step(token, position, prefill.cache)
-            token = next_token(logits, gen.temperature, gen.top_k, gen.top_p, generator)
-            tokens.append(int(token))
-            position += 1
-        total = now(device) - start
-        decode_steps = len(tokens) - 1
-        return GenerationResult(
-            token_ids=tokens,
-            text=self._text(tokens, gen.stop),
-            prompt_tokens=ids.shape[1],
-            ttft_s=ttft,
-            decode_s_per_token=(total - ttft) / decode_steps if decode_steps else 0.0,
-            total_s=total,
-            prefill=prefill,
-            stopped_by=stopped_by,
-        )
-
-    def _hit_stop(self, tokens: list[int], stop: Sequence[str]) -> bool:
-        if self.tokenizer is None:
-            return False
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True).lstrip()
-        return any(s in text for s in stop)
-
-    def _text(self, tokens: list[int], stop: Sequence[str]) -> str:
-        if self.tokenizer is None:
-            return ""
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        lead = len(text) - len(text.lstrip())  # a stop string in leading whitespace does not count
-        for s in stop:
-            cut = text.find(s, lead)
-            if cut >= 0:
-                text = text[:cut]
-        return text
+    def _generate_static(self, ids: torch.Tensor, max_new_tokens: int) -> GenerationResult:
+        out = static_generate(self, ids, max_new_tokens, options=self.config.decode, decoder=self._static_decoder)
+        # reused (graph included) while later prompts fit, unless it holds its request's state (offload)
+        self._static_decoder = out.decoder if out.decoder is not None and out.decoder.reusable else None
+        return out
 
 
-def generation_options(base: GenerationSection, **updates: Any) -> GenerationSection:
-    """``base`` with the per-call values that are not None, under the same checks as the YAML ones."""
-    try:
-        return GenerationSection.model_validate(
-            {**base.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
-        )
-    except ValidationError as exc:
-        raise config_error_from_validation(exc, prefix="generation", model=GenerationSection) from None
-
-
-def check_fast_options(gen: GenerationSection) -> None:
-    """Refuse generation options the static (fast) decode cannot honour, before any work."""
+def check_static_options(gen: GenerationSection) -> None:
+    """Refuse generation options the static decode cannot honour, before any work."""
     if gen.temperature > 0 or gen.stop:
         raise ConfigError(
-            "generate.fast", True,
-            f"the fast decode is greedy only and takes no stop strings (got temperature={gen.temperature}, "
-            f"stop={gen.stop}); use temperature=0 and no stop, or fast=False (CLI: drop --fast)",
+            "decode.mode", "static",
+            f"the static decode (fast=True, --fast) is greedy only and takes no stop strings (got "
+            f"temperature={gen.temperature}, stop={gen.stop}); use temperature=0 and no stop, or the eager decode "
+            "(fast=False, decode.mode eager; CLI: drop --fast)",
         )
 
 

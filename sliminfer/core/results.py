@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from sliminfer.cache.base import KVCacheManager
+
+if TYPE_CHECKING:
+    from sliminfer.decode.static import StaticDecoder
 
 
 @dataclass
@@ -51,8 +55,11 @@ class PrefillResult:
 class GenerationResult:
     """Generated tokens and text, with timings.
 
-    ``decode_s_per_token`` is the mean time of the decode steps (tokens after the first); it is 0.0
-    when only one token was produced.
+    ``ttft_s`` covers the prefill and the first token; ``decode_s_per_token`` is the mean time of the
+    decode steps (tokens after the first; 0.0 when only one token was produced); ``setup_s`` is what
+    the static decode spends between the two (the KV hand-over, and the graph capture when its decoder
+    is new; 0.0 for the eager decode); ``total_s`` all of it. ``decoder`` is the static decoder (its
+    buffers and graph, reusable for a later prompt that fits), None for the eager decode.
     """
 
     token_ids: list[int]
@@ -63,3 +70,5 @@ class GenerationResult:
     total_s: float
     prefill: PrefillResult = field(repr=False)
     stopped_by: str = "max_new_tokens"
+    setup_s: float = 0.0
+    decoder: StaticDecoder | None = field(default=None, repr=False)

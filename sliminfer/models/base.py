@@ -126,6 +126,14 @@ class ModelAdapter(Strategy, DecodeParts):
     def head_dim(self) -> int:
         return int(self.layers[0].self_attn.head_dim)
 
+    def decode_weight_bytes(self) -> int:
+        """Bytes of weights one decode step reads: every parameter (tied ones once) but the input
+        embedding table, of which a step reads one row (unless it is tied to the LM head)."""
+        params = {id(p): p for p in self.model.parameters()}
+        total = sum(p.numel() * p.element_size() for p in params.values())
+        embed = self.base.embed_tokens.weight
+        return total if self.model.lm_head.weight is embed else total - embed.numel() * embed.element_size()
+
     @property
     def attention_implementation(self) -> str:
         return str(self.config._attn_implementation)

@@ -15,6 +15,13 @@ from pydantic import Field, model_validator
 from sliminfer.strategies.base import Scorer, ScorerConfig
 
 
+def unit_mean_keys(keys: torch.Tensor, unit_size: int) -> torch.Tensor:
+    """The mean key of each token unit, float32: ``[b, kv_heads, tokens, d]`` -> ``[b, kv_heads, tokens / unit_size, d]``
+    (the scorer's own reduction; the offload manager keeps these per layer to score blocks at decode)."""
+    batch, kv_heads, n_tokens, head_dim = keys.shape
+    return keys.float().reshape(batch, kv_heads, n_tokens // unit_size, unit_size, head_dim).mean(dim=3)
+
+
 class TokenUnitConfig(ScorerConfig):
     unit_size: int = Field(8, ge=1, description="Tokens per unit; must divide block_size.")
 
@@ -36,11 +43,10 @@ class TokenUnitScorer(Scorer):
 
     def score_blocks(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         batch, q_heads, _, head_dim = queries.shape
-        kv_heads, n_tokens = keys.shape[1], keys.shape[2]
-        unit = self.config.unit_size
-        units_per_block = self.block_size // unit
+        kv_heads = keys.shape[1]
+        units_per_block = self.block_size // self.config.unit_size
         q = queries.float().mean(dim=2)  # [b, Hq, d]
-        k_units = keys.float().reshape(batch, kv_heads, n_tokens // unit, unit, head_dim).mean(dim=3)
+        k_units = unit_mean_keys(keys, self.config.unit_size)
         q = q.reshape(batch, kv_heads, q_heads // kv_heads, head_dim)  # query heads grouped by KV head
         dots = torch.einsum("bgrd,bgud->bgru", q, k_units).abs()  # [b, Hkv, group, units]
         unit_scores = self.mean_over_heads(dots, dim=(1, 2))  # mean over all query heads

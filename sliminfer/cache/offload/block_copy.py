@@ -6,7 +6,7 @@ the host for that count, and an ``index_select`` over all slots would read every
 PCIe at every step. This kernel takes the count from device memory and copies only that many blocks:
 program ``(i, head)`` copies block ``blocks[i]``'s keys and values of one KV head into slot
 ``slots[i]`` when ``i < count``, reading the pinned host buffer through its device alias
-(:mod:`sliminfer.cache.host_alias`). On the CPU the same copy is done with index operations.
+(:mod:`sliminfer.cache.offload.host_alias`). On the CPU the same copy is done with index operations.
 """
 
 from __future__ import annotations

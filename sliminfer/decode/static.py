@@ -1,4 +1,4 @@
-"""Greedy decode with static shapes, replayed as one CUDA graph per token.
+"""The static decoder: greedy decode with fixed shapes, one captured step replayed as a CUDA graph per token.
 
 The eager decode (:meth:`StagedForward.decode_step`) runs the model's attention modules token by
 token: Python, cache bookkeeping and several hundred small kernel launches cost far more than reading
@@ -6,11 +6,11 @@ the weights once. Here every tensor a decode step touches has a fixed shape and 
 can be captured once and replayed:
 
 - each layer has one K and one V buffer of capacity ``its prompt tokens + new tokens`` (rounded up
-  to 64); a step writes its slot with ``index_copy_`` at an index held in a device tensor;
+  to :data:`~sliminfer.decode.kernels.CAPACITY_ALIGN`); a step writes its slot with ``index_copy_`` at
+  an index held in a device tensor;
 - attention runs over the whole buffer, with an additive mask per layer (0 for written slots, -inf
   for the rest) that the step opens one slot at a time: layers hold different numbers of prompt
-  tokens, so each layer has its own mask. With ``attention="flash"`` (CUDA, half precision) the
-  FlashAttention varlen kernel reads only the used part of each buffer instead (``seqused_k``);
+  tokens, so each layer has its own mask (the kernels: :mod:`sliminfer.decode.kernels`);
 - the input token, the position and the step counter are device tensors, so the embedding and
   RoPE's (cos, sin) are computed inside the step, and the step writes its greedy token where the
   next step reads it: n tokens cost n replays and one host sync.
@@ -19,87 +19,36 @@ On the CPU the same static step runs eagerly, which is what CI checks against th
 Norms, RoPE and the output projections are the model's own modules (through the adapter); q/k/v and
 gate/up run as one matmul each from the decoder's own concatenated copies of those weights
 (:class:`~sliminfer.models.decode_parts.FusedProjections`: one extra copy of them while a decoder lives;
-``fuse=False`` runs the model's modules instead). The model itself is never changed.
+``decode.fuse: false`` runs the model's modules instead). The model itself is never changed.
+
+The decoder takes the prompt KV from any cache manager through ``layer_keys``/``layer_values``; a
+manager that accepts :meth:`KVCacheManager.offer_static_buffers` writes it straight into the
+decoder's buffers during the prefill, and then nothing is copied.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from sliminfer.cache.base import NoOptions
-from sliminfer.cache.gpu_resident import GPUResidentCache
-from sliminfer.core.errors import InputError
-from sliminfer.core.timing import now
+from sliminfer.core.config import DecodeSection
+from sliminfer.core.errors import ConfigError, InputError
+from sliminfer.decode import kernels
+from sliminfer.decode.kernels import CAPACITY_ALIGN, flash_attend, split_attention
 from sliminfer.models.decode_parts import bind_decode_parts, fuse_projections
 
 if TYPE_CHECKING:
-    from sliminfer.core.pipeline import SlimPipeline
+    from sliminfer.cache.base import KVCacheManager
     from sliminfer.core.results import PrefillResult
     from sliminfer.models.base import ModelAdapter
-
-ATTENTION_CHOICES = ("auto", "sdpa", "flash", "split")
-CAPACITY_ALIGN = 256  # also the chunk of the "split" attention's KV reduction
 
 
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
-
-
-def flash_decode_available(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether this torch build's FlashAttention varlen op takes ``seqused_k`` and computes decode
-    attention correctly here (checked once against SDPA on a small problem)."""
-    if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16):
-        return False
-    key = (str(device), dtype)
-    if key not in _FLASH_OK:
-        _FLASH_OK[key] = _check_flash(device, dtype)
-    return _FLASH_OK[key]
-
-
-_FLASH_OK: dict[tuple[str, torch.dtype], bool] = {}
-
-
-def _flash_op() -> Any:
-    op = getattr(torch.ops.aten, "_flash_attention_forward", None)
-    if op is None:
-        return None
-    names = {a.name for a in op.default._schema.arguments}
-    return op if "seqused_k" in names else None
-
-
-def _flash_attend(op: Any, q: torch.Tensor, k_rows: torch.Tensor, v_rows: torch.Tensor, cu_q: torch.Tensor,
-                  cu_k: torch.Tensor, used: torch.Tensor, scale: float) -> torch.Tensor:
-    """One query token against the first ``used`` rows of ``k_rows``/``v_rows`` (``[capacity, kv_heads, d]``)."""
-    out = op(q, k_rows, v_rows, cu_q, cu_k, 1, k_rows.shape[0], 0.0, False, False, scale=scale, seqused_k=used)
-    return out[0]
-
-
-def _check_flash(device: torch.device, dtype: torch.dtype) -> bool:
-    op = _flash_op()
-    if op is None:
-        return False
-    try:
-        gen = torch.Generator(device=device).manual_seed(0)
-        heads, kv_heads, d, cap, used = 8, 2, 128, 640, 333
-        q = torch.randn(1, heads, d, device=device, dtype=dtype, generator=gen)
-        k = torch.randn(cap, kv_heads, d, device=device, dtype=dtype, generator=gen)
-        v = torch.randn(cap, kv_heads, d, device=device, dtype=dtype, generator=gen)
-        cu_q = torch.tensor([0, 1], dtype=torch.int32, device=device)
-        cu_k = torch.tensor([0, cap], dtype=torch.int32, device=device)
-        used_t = torch.tensor([used], dtype=torch.int32, device=device)
-        got = _flash_attend(op, q, k, v, cu_q, cu_k, used_t, d**-0.5)
-        keys, values = (t[:used].permute(1, 0, 2).unsqueeze(0).float() for t in (k, v))
-        ref = F.scaled_dot_product_attention(q.float().reshape(1, kv_heads, heads // kv_heads, d), keys, values)
-        ref = ref.reshape(1, heads, d)
-        return bool(torch.allclose(got.float(), ref, atol=2e-2, rtol=2e-2))
-    except Exception:  # noqa: BLE001 - any failure means: use SDPA
-        return False
 
 
 class StaticDecoder:
@@ -110,13 +59,17 @@ class StaticDecoder:
     :meth:`tokens`. A decoder serves any later prompt whose layers fit (:meth:`fits`), reusing its
     graph: capture once, replay for every request.
 
-    ``fuse`` (default True): run each layer's q/k/v and gate/up as one matmul each, from copies of those
-    weights that the decoder holds (:attr:`fused`; decoders of one adapter alive at once share them). The
-    cost is one extra copy of the attention q/k/v and MLP gate/up weights on the device (about 56% of a
-    Llama-3-8B's weights) for as long as the decoder lives; ``fuse=False`` keeps no copy and calls the
-    model's modules (three more launches per layer and step). Layers whose linears are not plain
-    ``torch.nn.Linear`` (quantized, LoRA-wrapped, hooked) always run through their own modules.
+    ``options`` is the ``decode:`` section (kernel, graph, compile, fuse). With ``fuse`` (the default)
+    each layer's q/k/v and gate/up run as one matmul each, from copies of those weights that the decoder
+    holds (:attr:`fused`; decoders of one adapter alive at once share them). The cost is one extra copy
+    of the attention q/k/v and MLP gate/up weights on the device (about 56% of a Llama-3-8B's weights)
+    for as long as the decoder lives; ``fuse: false`` keeps no copy and calls the model's modules (three
+    more launches per layer and step). Layers whose linears are not plain ``torch.nn.Linear``
+    (quantized, LoRA-wrapped, hooked) always run through their own modules.
     """
+
+    #: a later request whose prompt fits may reuse this decoder, its buffers and graph
+    reusable: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -126,13 +79,9 @@ class StaticDecoder:
         *,
         dtype: torch.dtype,
         device: torch.device,
-        attention: str = "auto",
-        graph: bool | None = None,
-        compile: bool | None = None,
-        fuse: bool = True,
+        options: DecodeSection | None = None,
     ) -> None:
-        if attention not in ATTENTION_CHOICES:
-            raise InputError(f"attention: {attention!r}; choose one of {', '.join(ATTENTION_CHOICES)}")
+        options = options or DecodeSection(mode="static")
         if len(capacities) != adapter.num_layers:
             raise InputError(f"capacities: {len(capacities)} values for {adapter.num_layers} layers")
         if max_new_tokens < 1:
@@ -142,35 +91,29 @@ class StaticDecoder:
         self.dtype = dtype
         self.max_new_tokens = max_new_tokens
         self.capacities = [_round_up(max(int(c), 1), CAPACITY_ALIGN) for c in capacities]
-        if compile is None:  # measured on an H100 (benchmarks/results): split + compile is the fastest decode
-            compile = self.device.type == "cuda"
-        if attention == "auto":
-            attention = "split" if compile else ("flash" if flash_decode_available(self.device, dtype) else "sdpa")
-        elif attention == "flash" and not flash_decode_available(self.device, dtype):
-            raise InputError("attention: 'flash' needs CUDA, float16/bfloat16 and a torch whose FlashAttention op "
-                             "takes seqused_k; use 'sdpa'")
-        self.attention = attention
-        self.use_graph = self.device.type == "cuda" if graph is None else bool(graph)
-        if self.use_graph and self.device.type != "cuda":
-            raise InputError("graph: CUDA graphs need a CUDA device")
+        cuda = self.device.type == "cuda"
+        # measured on an H100 (benchmarks/results): split + compile is the fastest decode
+        compile = cuda if options.compile is None else options.compile
+        self.attention = kernels.resolve_kernel(options.kernel, compile, self.device, dtype)
+        self.use_graph = cuda if options.graph is None else options.graph
+        if self.use_graph and not cuda:
+            raise ConfigError("decode.graph", True, f"CUDA graphs need a CUDA device (this decode runs on {self.device})")
         if getattr(adapter, "layer_devices", None) is not None:
-            raise InputError("fast decode: the model's layers are spread over several devices (device_map) and the "
-                             "static decoder keeps one device's buffers; decode with fast=False")
+            raise InputError("static decode: the model's layers are spread over several devices (device_map) and "
+                             "the static decoder keeps one device's buffers; decode with decode.mode eager (fast=False)")
         self._check_tensor_parallel(adapter, self.use_graph, compile)
         self.compiled = compile
         self.graph: torch.cuda.CUDAGraph | None = None
         self.graph_error: str | None = None
         self.capture_s = 0.0
         self._steps_done: int | None = None  # decode steps since the last load (None: nothing loaded)
-        if not isinstance(fuse, bool):
-            raise InputError(f"fuse: {fuse!r}; must be True or False")
         # q/k/v and gate/up as one matmul each, from this decoder's own copies of those weights (shared
         # with any other live decoder of the adapter); the model is not changed. See FusedProjections.
-        self.fused = fuse_projections(adapter) if fuse else None
+        self.fused = fuse_projections(adapter) if options.fuse else None
         self._parts = bind_decode_parts(adapter, self.fused)
         self._scales = [self._parts.scale(i) for i in range(adapter.num_layers)]
         self._q_heads = adapter.num_q_heads
-        self._flash = _flash_op() if attention == "flash" else None
+        self._flash = kernels.flash_op() if self.attention == "flash" else None
         with torch.inference_mode():
             self._allocate()
         self._step_fn = self._compiled_step() if compile else self._step
@@ -180,9 +123,9 @@ class StaticDecoder:
         """Refuse a graph or compiled decode on sharded heads: not verified on GPUs yet (the uncompiled step
         without a graph is: tests/test_tensor_parallel.py). benchmarks/gpu/tp_decode.py checks it."""
         if getattr(adapter, "head_shards", None) is not None and (graph or compile):
-            raise InputError("graph/compile: the CUDA-graph / compiled decode under tensor parallelism is not "
-                             "verified yet; decode with generate(fast=False), or call fast_generate(..., "
-                             "graph=False, compile=False)")
+            raise ConfigError("decode.graph/decode.compile", True, "the CUDA-graph / compiled decode under tensor "
+                              "parallelism is not verified yet; decode with fast=False (decode.mode eager), or set "
+                              "decode.graph and decode.compile to false")
 
     def _allocate(self) -> None:
         kv_heads, d, dev = self.adapter.num_kv_heads, self.adapter.head_dim, self.device
@@ -209,11 +152,11 @@ class StaticDecoder:
     # construction ------------------------------------------------------------------------------
     @classmethod
     def for_prefill(cls, adapter: ModelAdapter, prefill: PrefillResult, max_new_tokens: int,
-                    **options: Any) -> StaticDecoder:
+                    options: DecodeSection | None = None) -> StaticDecoder:
         """A decoder sized for this prefill's per-layer token counts plus ``max_new_tokens``."""
         keys = prefill.cache.layer_keys(0)
         caps = [n + max_new_tokens - 1 for n in prefill.tokens_per_layer]
-        return cls(adapter, caps, max_new_tokens, dtype=keys.dtype, device=keys.device, **options)
+        return cls(adapter, caps, max_new_tokens, dtype=keys.dtype, device=keys.device, options=options)
 
     def fits(self, prefill: PrefillResult, max_new_tokens: int) -> bool:
         keys = prefill.cache.layer_keys(0)
@@ -225,12 +168,10 @@ class StaticDecoder:
             and (self.fused is None or self.fused.valid_for(self.adapter))  # projections replaced: rebuild
         )
 
-    def prefill_cache(self) -> GPUResidentCache:
-        """A cache for ``StagedForward.prefill`` that writes each layer's prompt KV straight into this
-        decoder's buffers where it fits (then :meth:`load` copies nothing)."""
-        cache = _StaticBufferCache(self)
-        cache.setup(self.adapter.num_layers, 0)
-        return cache
+    def offer_buffers(self, cache: KVCacheManager) -> None:
+        """Offer this decoder's buffers to ``cache`` before a prefill: a manager that takes them writes each
+        layer's prompt KV straight into them where it fits (then :meth:`load` copies nothing)."""
+        cache.offer_static_buffers(self.keys, self.values, self.max_new_tokens - 1)
 
     # per request -----------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -239,16 +180,14 @@ class StaticDecoder:
         if self.fused is not None:
             self.fused.refresh()  # the model's weights changed in place since: copy them in again
         cache = prefill.cache
-        if not isinstance(cache, GPUResidentCache):
-            raise InputError(f"fast decode: the prefill's cache is a {type(cache).__name__}; it needs the "
-                             "GPU-resident cache (cache.name: gpu)")
         tokens = prefill.tokens_per_layer
         if any(n + self.max_new_tokens - 1 > c for n, c in zip(tokens, self.capacities)):
-            raise InputError("fast decode: the prompt does not fit this decoder's buffers; build a new one")
+            raise InputError("static decode: the prompt does not fit this decoder's buffers; build a new one")
         for layer, n in enumerate(tokens):
-            if cache.keys[layer] is not self.keys[layer]:
-                self.keys[layer][:, :, :n].copy_(cache.keys[layer][:, :, :n])
-                self.values[layer][:, :, :n].copy_(cache.values[layer][:, :, :n])
+            keys = cache.layer_keys(layer)
+            if keys.data_ptr() != self.keys[layer].data_ptr():  # not written into the offered buffers
+                self.keys[layer][:, :, :n].copy_(keys[:, :, :n])
+                self.values[layer][:, :, :n].copy_(cache.layer_values(layer)[:, :, :n])
             self.bias[layer].fill_(float("-inf"))
             self.bias[layer][..., :n] = 0.0
         self.lens.copy_(torch.tensor(tokens, dtype=torch.long))
@@ -375,156 +314,23 @@ class StaticDecoder:
         """Attention of the one query token over the layer's buffer; ``[1, 1, q_heads * d]``."""
         d = q.shape[-1]
         if used is not None:
-            out = _flash_attend(self._flash, q.reshape(1, self._q_heads, d), self._k_rows[layer], self._v_rows[layer],
+            out = flash_attend(self._flash, q.reshape(1, self._q_heads, d), self._k_rows[layer], self._v_rows[layer],
                                 self._cu_q, self._cu_k[layer], used[layer : layer + 1], self._scales[layer])
             return out.reshape(1, 1, -1)
         self.bias[layer].index_fill_(-1, slot, 0.0)
         keys = self.keys[layer]
         if self.attention == "split":
-            return self._attend_split(layer, q)
+            return split_attention(q, keys, self.values[layer], self.bias[layer], self._scales[layer])
         # GQA without copying KV: the query heads of one KV group become that group's query rows
         q = q.reshape(1, keys.shape[1], -1, d)
         out = F.scaled_dot_product_attention(q, keys, self.values[layer], attn_mask=self.bias[layer],
                                              scale=self._scales[layer])
         return out.reshape(1, 1, -1)
 
-    def _attend_split(self, layer: int, q: torch.Tensor) -> torch.Tensor:
-        """Split-KV decode attention from two batched matmuls (flash-decoding's idea, in plain ops).
-
-        One query row per head leaves fused kernels with one thread block per head, far too few to
-        stream a long KV at full bandwidth. Here the scores are one batched GEMM parallel over the KV
-        length, and probabilities @ values is split into ``CAPACITY_ALIGN``-token chunks reduced
-        afterwards, so both reads of the KV spread over the whole GPU.
-        """
-        keys, values = self.keys[layer], self.values[layer]
-        kv_heads, cap, d = keys.shape[1], keys.shape[2], keys.shape[3]
-        qg = q.reshape(1, kv_heads, -1, d)
-        group = qg.shape[2]
-        scores = torch.matmul(qg, keys.transpose(-1, -2)).float() * self._scales[layer] + self.bias[layer].float()
-        probs = scores.softmax(dim=-1).to(values.dtype)
-        chunks = cap // CAPACITY_ALIGN
-        parts = torch.matmul(probs.view(1, kv_heads, group, chunks, CAPACITY_ALIGN).transpose(2, 3),
-                             values.view(1, kv_heads, chunks, CAPACITY_ALIGN, d))
-        return parts.float().sum(dim=2).to(values.dtype).reshape(1, 1, -1)
-
     def kv_bytes(self) -> int:
         """Bytes of the static KV buffers (capacity, not use)."""
         return sum(2 * k.numel() * k.element_size() for k in self.keys)
 
-
-class _StaticBufferCache(GPUResidentCache):
-    """A GPU-resident cache whose first buffer per layer is the decoder's static one, where it fits."""
-
-    def __init__(self, decoder: StaticDecoder) -> None:
-        super().__init__(NoOptions())
-        self.decoder = decoder
-
-    def _grow(self, layer_idx: int, like: torch.Tensor, needed: int) -> None:
-        k, v = self.decoder.keys[layer_idx], self.decoder.values[layer_idx]
-        if (
-            self.keys[layer_idx] is None
-            and needed + self.decoder.max_new_tokens - 1 <= k.shape[2]
-            and like.dtype == k.dtype
-            and like.device == k.device
-            and like.shape[1] == k.shape[1]
-        ):
-            self.keys[layer_idx], self.values[layer_idx] = k, v
-            return
-        super()._grow(layer_idx, like, needed)
-
-
-@dataclass
-class FastGeneration:
-    """What :func:`fast_generate` returns: like ``GenerationResult``, plus the decoder for reuse.
-
-    ``ttft_s`` covers prefill and the first token; ``setup_s`` the KV hand-over (and the graph capture
-    when the decoder is new); ``decode_s_per_token`` the decode steps only; ``total_s`` all of it.
-    """
-
-    token_ids: list[int]
-    prompt_tokens: int
-    ttft_s: float
-    decode_s_per_token: float
-    setup_s: float
-    total_s: float
-    prefill: PrefillResult = field(repr=False)
-    decoder: StaticDecoder | None = field(repr=False)  # None when every step ran eagerly
-    stopped_by: str = "max_new_tokens"
-    text: str = ""
-
-    @property
-    def graph(self) -> bool:
-        return self.decoder is not None and self.decoder.graph is not None
-
-    @property
-    def attention(self) -> str | None:
-        return None if self.decoder is None else self.decoder.attention
-
-
-def fast_generate(
-    pipe: SlimPipeline,
-    prompt_or_ids: Any,
-    max_new_tokens: int,
-    *,
-    decoder: StaticDecoder | None = None,
-    stop_at_eos: bool = True,
-    **decoder_options: Any,
-) -> FastGeneration:
-    """Greedy generation: the pipeline's (pruned) prefill, then the static decode.
-
-    Token-identical to ``pipe.generate`` with greedy decoding (up to floating-point summation order in
-    the attention). The decode always runs ``max_new_tokens - 1`` steps without looking at the host;
-    with ``stop_at_eos`` the tokens are cut after the first EOS. Pass the ``decoder`` of an earlier
-    result to reuse its buffers and captured graph when the new prompt fits.
-    """
-    if max_new_tokens < 1:
-        raise InputError(f"max_new_tokens: {max_new_tokens}; must be at least 1")
-    ids = pipe.encode(prompt_or_ids)
-    pipe.forward.check_prompt(ids, max_new_tokens)
-    if pipe.config.cache.name == "offload":  # the offload manager's state moves into its own static decoder
-        from sliminfer.core.offload_decode import offload_fast_generate
-
-        return offload_fast_generate(pipe, ids, max_new_tokens, stop_at_eos, **decoder_options)
-    device = pipe.device
-    cache = decoder.prefill_cache() if decoder is not None else pipe.new_cache(0)
-    start = now(device)
-    prefill = pipe.forward.prefill(ids, cache)
-    first = prefill.logits.argmax(dim=-1, keepdim=True)
-    ttft = now(device) - start
-    if decoder is None or not decoder.fits(prefill, max_new_tokens):
-        decoder = StaticDecoder.for_prefill(pipe.adapter, prefill, max_new_tokens, **decoder_options)
-    decoder.load(prefill, first)
-    prefill.cache.setup(pipe.adapter.num_layers, 0)  # drop the prefill's own buffers, if any
-    ready = now(device)
-    steps = max_new_tokens - 1
-    decoder.decode(steps)
-    end = now(device)
-    return finish_generation(pipe, decoder.tokens(max_new_tokens), stop_at_eos, prompt_tokens=int(ids.shape[1]),
-                             times=(start, ttft, ready, end), steps=steps, prefill=prefill, decoder=decoder)
-
-
-def finish_generation(pipe: SlimPipeline, tokens: list[int], stop_at_eos: bool, *, prompt_tokens: int,
-                      times: tuple[float, float, float, float], steps: int, prefill: PrefillResult,
-                      decoder: StaticDecoder | None) -> FastGeneration:
-    """Cut ``tokens`` after the first EOS (with ``stop_at_eos``), decode the text, and time the parts:
-    ``times`` = (start, TTFT, decode start, end); ``steps`` = the timed decode steps."""
-    start, ttft, ready, end = times
-    stopped_by = "max_new_tokens"
-    if stop_at_eos:
-        eos = pipe._eos_ids()
-        cut = next((i for i, t in enumerate(tokens) if t in eos), None)
-        if cut is not None:
-            tokens, stopped_by = tokens[: cut + 1], "eos"
-    text = pipe.tokenizer.decode(tokens, skip_special_tokens=True) if pipe.tokenizer is not None else ""
-    return FastGeneration(
-        token_ids=tokens,
-        prompt_tokens=prompt_tokens,
-        ttft_s=ttft,
-        decode_s_per_token=(end - ready) / steps if steps else 0.0,
-        setup_s=ready - start - ttft,
-        total_s=end - start,
-        prefill=prefill,
-        decoder=decoder,
-        stopped_by=stopped_by,
-        text=text,
-    )
+    def stats(self) -> dict[str, Any]:
+        """Counters of the decode (none here; a manager's own static decoder adds its swaps)."""
+        return {}

@@ -1,7 +1,7 @@
 """Greedy decode over the offload manager's active blocks, with static shapes (a CUDA graph on GPUs).
 
 The offload manager's eager decode (``StagedForward.decode_step`` with
-:class:`~sliminfer.cache.offloading.OffloadingKVManager`) keeps its bookkeeping on the host: that is
+:class:`~sliminfer.cache.offload.manager.OffloadingKVManager`) keeps its bookkeeping on the host: that is
 exact and simple, but the step is bound by Python and kernel launches. This decoder moves the
 selection and the swaps onto the device, so a whole step can be captured and replayed:
 
@@ -13,7 +13,7 @@ selection and the swaps onto the device, so a whole step can be captured and rep
 - after a group's last layer, on a side stream: score the blocks (the manager's own scorer), top-k,
   forced blocks, the overlap with the active set, and, where it is below gamma, the slot assignment
   (incoming blocks in ascending order into the slots of the outgoing ones, as the manager does) and the
-  copies (:func:`~sliminfer.cache.block_copy.copy_blocks`, which copies only the blocks that move,
+  copies (:func:`~sliminfer.cache.offload.block_copy.copy_blocks`, which copies only the blocks that move,
   straight from pinned host memory). The side stream joins before the step's logits, so the copies
   overlap the later layers; the next step reads the new blocks. That is the manager's timing: the
   selection from the queries of steps <= t applies at step t + 1.
@@ -31,17 +31,21 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from sliminfer.cache.block_copy import copy_blocks, device_copy_available
-from sliminfer.cache.offloading import OffloadingKVManager
-from sliminfer.core.errors import InputError
-from sliminfer.core.graph_decode import StaticDecoder, finish_generation
+from sliminfer.cache.offload.block_copy import copy_blocks, device_copy_available
+from sliminfer.cache.offload.selection import apply_swaps, choose_blocks
+from sliminfer.core.config import DecodeSection
+from sliminfer.core.errors import ConfigError, InputError
 from sliminfer.core.timing import now
+from sliminfer.decode.run import StaticOutcome, StaticRun
+from sliminfer.decode.static import StaticDecoder
 
 if TYPE_CHECKING:
+    from sliminfer.cache.offload.manager import OffloadingKVManager
+    from sliminfer.core.forward import StagedForward
     from sliminfer.models.base import ModelAdapter
 
 # compiled entries allowed per code object while this decoder compiles: its segments (one per selecting
@@ -57,7 +61,6 @@ class _DeviceGroup:
     layers: list[int]
     n_blocks: int
     slots: int
-    forced: torch.Tensor  # [layers, sink + 1] block ids always active
     slot_block: torch.Tensor  # [layers, slots] the block each slot holds
     ring: torch.Tensor  # [layers, q_heads, window, d] recent queries
     ring_pos: torch.Tensor  # [1] next ring entry to overwrite
@@ -66,26 +69,26 @@ class _DeviceGroup:
 class OffloadStaticDecoder(StaticDecoder):
     """Static decode for a prompt whose KV the offload manager holds (see the module docstring)."""
 
+    reusable: ClassVar[bool] = False  # it holds its request's host KV and slot state
+
     def __init__(self, adapter: ModelAdapter, manager: OffloadingKVManager, max_new_tokens: int,
-                 *, attention: str = "auto", graph: bool | None = None, compile: bool | None = None,
-                 fuse: bool = True) -> None:
-        self.check_options(attention=attention)
+                 options: DecodeSection) -> None:
+        kernel = self.kernel(options)
         if manager.step < 0 or any(st is None or st.buf is None for st in manager.layers):
             raise InputError("offload decode: run the manager's first decode steps before handing over")
         device = manager.device
         if device.type == "cuda" and not device_copy_available(device):
-            raise InputError("offload decode on CUDA needs Triton; decode eagerly instead (fast=False)")
+            raise InputError("offload decode on CUDA needs Triton; decode eagerly instead (fast=False, decode.mode eager)")
         if any(st.selecting and st.alias is None for st in manager.layers):
             raise InputError("offload decode: cache.pin_memory is false; the static decode copies blocks from "
                              "pinned host memory (set pin_memory: true, or decode eagerly with fast=False)")
         self.manager = manager
         bs = manager.config.block_size
-        caps = [st.slots * bs + st.n_tail + st.generated + max_new_tokens for st in manager.layers]
+        caps = [st.used(bs) + max_new_tokens for st in manager.layers]
         any_buf = manager.layers[0].buf
         self._segment_fn = self._segment  # compiled by _compiled_step when compile is on (on GPUs by default)
         super().__init__(adapter, caps, max_new_tokens, dtype=any_buf.dtype, device=device,
-                         attention="split" if attention == "auto" else attention, graph=graph, compile=compile,
-                         fuse=fuse)  # fuse: the fused q/k/v and gate/up copies, as in StaticDecoder
+                         options=options.model_copy(update={"kernel": kernel}))
         ends = {group.layers[-1] + 1: g for g, group in enumerate(manager.groups)}
         bounds = sorted(set(ends) | {adapter.num_layers})
         # (first layer, end layer, the group that reselects after the segment or None)
@@ -97,10 +100,12 @@ class OffloadStaticDecoder(StaticDecoder):
         self.counters = torch.zeros(4, dtype=torch.float64, device=device)  # swaps, blocks, overlap sum, n
 
     @staticmethod
-    def check_options(attention: str = "auto", **_: Any) -> None:
-        """Refuse options this decoder does not support, before any work is done."""
-        if attention not in ("auto", "split", "sdpa"):
-            raise InputError(f"attention: {attention!r}; the offload decode takes 'auto', 'split' or 'sdpa'")
+    def kernel(options: DecodeSection) -> str:
+        """The attention kernel for ``options`` (refused before any work where this decoder has none)."""
+        if options.kernel not in ("auto", "split", "sdpa"):
+            raise ConfigError("decode.kernel", options.kernel, "the offload manager's static decode takes 'auto', "
+                              "'split' or 'sdpa'")
+        return "split" if options.kernel == "auto" else options.kernel
 
     # hand-over -----------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -110,12 +115,12 @@ class OffloadStaticDecoder(StaticDecoder):
         m = self.manager
         for group in m.groups:  # the last eager step's selections: apply them now, as step t + 1 would
             if group.pending:
-                m._apply_group(group)
+                m.apply_group(group)
         if m.cuda:
             torch.cuda.synchronize(self.device)  # those copies are in the manager's buffers before we read them
         bs = m.config.block_size
         for layer, st in enumerate(m.layers):
-            used = st.slots * bs + st.n_tail + st.generated
+            used = st.used(bs)
             self.keys[layer].zero_()
             self.values[layer].zero_()
             self.keys[layer][:, :, :used].copy_(st.buf[0][:, :, :used])
@@ -129,7 +134,7 @@ class OffloadStaticDecoder(StaticDecoder):
             self._row_of = {layer: (dg, row) for dg in fresh for row, layer in enumerate(dg.layers)}
         else:  # a captured graph holds these tensors: refill them in place
             for dg, new in zip(self.groups, fresh):
-                for name in ("forced", "slot_block", "ring", "ring_pos"):
+                for name in ("slot_block", "ring", "ring_pos"):
                     getattr(dg, name).copy_(getattr(new, name))
         self.n_prompt.fill_(position)
         self.step.zero_()
@@ -145,16 +150,13 @@ class OffloadStaticDecoder(StaticDecoder):
     def _group_state(self) -> list[_DeviceGroup]:
         """The manager's selecting groups as device state: forced blocks, slot contents, query rings."""
         m = self.manager
-        sink = m.config.sink_blocks
         groups = []
         for g, group in enumerate(m.groups):
             states = [m.layers[i] for i in group.layers]
             if any(len(st.queries) != m.config.recent_window for st in states):
                 raise InputError("offload decode: hand over after recent_window eager steps (full query windows)")
-            forced = torch.tensor([[*range(sink), group.n_blocks - 1]] * len(states), dtype=torch.long)
             groups.append(_DeviceGroup(
-                index=g, layers=list(group.layers), n_blocks=group.n_blocks, slots=states[0].slots,
-                forced=forced.to(self.device),
+                index=g, layers=list(group.layers), n_blocks=group.n_blocks, slots=group.slots,
                 slot_block=torch.tensor([st.slot_block for st in states], dtype=torch.long, device=self.device),
                 ring=torch.cat([torch.cat(list(st.queries), dim=2) for st in states]),  # [layers, q_heads, window, d]
                 ring_pos=torch.zeros(1, dtype=torch.long, device=self.device),
@@ -219,25 +221,13 @@ class OffloadStaticDecoder(StaticDecoder):
     def _reselect(self, dg: _DeviceGroup) -> None:
         """Choose the group's blocks for the next step from its query rings, and move them in."""
         m = self.manager
-        group = m.groups[dg.index]
-        picks = m._pick(group, dg.ring) + m.config.sink_blocks  # [layers, picks]
-        selected = torch.cat([dg.forced, picks], dim=1).sort(dim=1).values  # [layers, slots]
-        current = dg.slot_block
-        big = dg.n_blocks  # larger than every block id
-        in_active = (selected.unsqueeze(2) == current.unsqueeze(1)).any(dim=2)
-        stays = (current.unsqueeze(2) == selected.unsqueeze(1)).any(dim=2)
-        overlap = in_active.sum(dim=1).double() / dg.slots
-        swap = overlap < m.config.gamma
-        incoming = torch.where(in_active, big, selected).sort(dim=1).values  # incoming blocks first, ascending
-        out_slots = torch.where(stays, big, current).sort(dim=1, stable=True).indices  # their slots, by block id
-        moves = (~in_active).sum(dim=1) * swap  # [layers]
-        first = torch.arange(dg.slots, device=self.device).unsqueeze(0) < moves.unsqueeze(1)
-        current.scatter_(1, out_slots, torch.where(first, incoming, current.gather(1, out_slots)))
+        selected = choose_blocks(m.unit_scorer, dg.ring, m.groups[dg.index].unit_keys, m.config.sink_blocks, dg.slots)
+        swaps = apply_swaps(selected, dg.slot_block, m.config.gamma, dg.n_blocks)
         for row, layer in enumerate(dg.layers):
-            st = m.layers[layer]
-            copy_blocks(st.alias, self.keys[layer], self.values[layer], incoming[row], out_slots[row],
-                        moves[row : row + 1])
-        self.counters[:3].add_(torch.stack([swap.sum().double(), moves.sum().double(), overlap.sum()]))
+            copy_blocks(m.layers[layer].alias, self.keys[layer], self.values[layer], swaps.incoming[row],
+                        swaps.slots[row], swaps.moves[row : row + 1])
+        self.counters[:3].add_(torch.stack([swaps.swapped.sum().double(), swaps.moves.sum().double(),
+                                            swaps.overlap.sum()]))
         self.counters[3:].add_(float(len(dg.layers)))
 
     # results ---------------------------------------------------------------------------------------
@@ -252,34 +242,37 @@ class OffloadStaticDecoder(StaticDecoder):
                 "bytes_moved_per_step": blocks * block_bytes / steps, "mean_overlap": overlap / n if n else None}
 
 
-def offload_fast_generate(pipe: Any, ids: torch.Tensor, max_new_tokens: int, stop_at_eos: bool = True,
-                          **decoder_options: Any) -> Any:
-    """:func:`~sliminfer.core.graph_decode.fast_generate` for a pipeline whose cache is the offload
-    manager: prefill, ``recent_window`` eager steps through the manager, then the static decode."""
-    OffloadStaticDecoder.check_options(**decoder_options)
-    device = pipe.device
-    cache = pipe.new_cache(max_new_tokens)
-    start = now(device)
-    prefill = pipe.forward.prefill(ids, cache)
-    token = prefill.logits.argmax(dim=-1, keepdim=True)
-    ttft = now(device) - start
-    tokens = [int(token)]
-    position = prefill.prompt_tokens
-    eager = min(cache.config.recent_window, max_new_tokens - 1)
-    for _ in range(eager):
-        token = pipe.forward.decode_step(token, position, cache).argmax(dim=-1, keepdim=True)
-        tokens.append(int(token))
-        position += 1
-    remaining = max_new_tokens - len(tokens)
-    decoder = None
-    ready = end = now(device)
-    if remaining > 0:
-        decoder = OffloadStaticDecoder(pipe.adapter, cache, remaining + 1, **decoder_options)
-        decoder.load_offload(token, position)
-        ready = now(device)
-        decoder.decode(remaining)
-        end = now(device)
-        tokens += decoder.tokens(remaining + 1)[1:]
-    return finish_generation(pipe, tokens, stop_at_eos, prompt_tokens=int(ids.shape[1]),
-                             times=(start, ttft, ready, end), steps=remaining, prefill=prefill,
-                             decoder=decoder)
+class OffloadStaticRun(StaticRun):
+    """The offload manager's static run: prefill, ``recent_window`` eager steps through the manager (step 0
+    chooses each layer's first active set from its own query; the rings then hold full windows), then
+    :class:`OffloadStaticDecoder` for the rest."""
+
+    def __init__(self, manager: OffloadingKVManager) -> None:
+        self.manager = manager
+
+    def run(self, forward: StagedForward, ids: torch.Tensor, max_new_tokens: int,
+            options: DecodeSection) -> StaticOutcome:
+        OffloadStaticDecoder.kernel(options)  # refuse a kernel it lacks before the prefill
+        cache = self.manager
+        device = ids.device
+        start = now(device)
+        prefill = forward.prefill(ids, cache)
+        token = prefill.logits.argmax(dim=-1, keepdim=True)
+        ttft = now(device) - start
+        tokens = [int(token)]
+        position = prefill.prompt_tokens
+        for _ in range(min(cache.config.recent_window, max_new_tokens - 1)):
+            token = forward.decode_step(token, position, cache).argmax(dim=-1, keepdim=True)
+            tokens.append(int(token))
+            position += 1
+        remaining = max_new_tokens - len(tokens)
+        decoder = None
+        ready = end = now(device)
+        if remaining > 0:
+            decoder = OffloadStaticDecoder(forward.adapter, cache, remaining + 1, options)
+            decoder.load_offload(token, position)
+            ready = now(device)
+            decoder.decode(remaining)
+            end = now(device)
+            tokens += decoder.tokens(remaining + 1)[1:]
+        return StaticOutcome(tokens, start, ttft, ready, end, remaining, prefill, decoder)
