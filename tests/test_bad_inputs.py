@@ -35,7 +35,6 @@ import torch
 from tiny_models import tiny_model
 
 from sliminfer import load_config
-from sliminfer.decode.run import static_generate
 from sliminfer.assets import cache_dir, default_model
 from sliminfer.assets.cache_dir import (
     AssetError,
@@ -71,6 +70,7 @@ from sliminfer.core.registry import (
     get_registry,
     reset_registry,
 )
+from sliminfer.decode.run import static_generate
 
 FIXED = {"scorer": {"name": "token_unit", "block_size": 8, "unit_size": 4}}
 

@@ -42,7 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from smoke import llama8b_config  # noqa: E402
 
 from sliminfer import SlimPipeline  # noqa: E402
-from sliminfer.cache.memory import GPUOutOfMemoryError, call_with_oom_message, describe_oom  # noqa: E402
+from sliminfer.cache.memory import (  # noqa: E402
+    GPUOutOfMemoryError,
+    call_with_oom_message,
+    describe_oom,
+)
 
 GiB = float(1 << 30)
 SCHEDULE = {"name": "fixed", "layers": [9, 19, 29], "budgets": [8192, 4096, 2048]}

@@ -75,10 +75,11 @@ def e2e_table(points: Sequence[dict[str, Any]]) -> str:
                     _gib(e.get("stock")), _gib(e.get("static")),
                     "-" if agree is None else f"{agree:.0%}"]
             rows.append(row)
-    head = ["prompt", "new", "stock s"] + (["static s"] if static else []) + [
-        "eager s", "static s", "x eager", "x static"] + (["x static vs stock static"] if static else []) + [
-        "stock ms/tok"] + (["static ms/tok"] if static else []) + [
-        "eager ms/tok", "static ms/tok", "floor ms/tok slim/stock", "stock peak GiB", "static peak GiB", "static=eager"]
+    head = ["prompt", "new", "stock s"] + (["stock static s"] if static else []) + [
+        "slim eager s", "slim static s", "x eager", "x static"] + (["x static vs stock static"] if static else []) + [
+        "stock ms/tok"] + (["stock static ms/tok"] if static else []) + [
+        "slim eager ms/tok", "slim static ms/tok", "floor ms/tok slim/stock", "stock peak GiB", "slim static peak GiB",
+        "static=eager"]
     return table(head, rows)
 
 
