@@ -86,6 +86,27 @@ def test_all_active_generate_and_buffer_growth_equal_gpu_resident() -> None:
         tok = la.argmax(-1, keepdim=True)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("pruned", [False, True], ids=["unpruned", "pruned"])
+def test_prefill_in_mlp_chunks_gives_the_same_result(arch: str, pruned: bool) -> None:
+    """``prefill_chunk`` bounds the MLP's activations (the GPU memory the offload manager exists to
+    save); each token's MLP reads only that token, so the prefill is the same up to GEMM rounding."""
+    model = tiny_model(arch)
+    whole = SlimPipeline.from_pretrained(model, config=_config(pruned, {"prefill_chunk": None}))
+    chunked = SlimPipeline.from_pretrained(model, config=_config(pruned, {"prefill_chunk": 48}))
+    assert chunked.new_cache(1).prefill_chunk_tokens == 48 and whole.new_cache(1).prefill_chunk_tokens is None
+    ids = _ids(301)
+    a, b = whole.prefill(ids), chunked.prefill(ids)
+    torch.testing.assert_close(b.logits, a.logits, rtol=1e-5, atol=1e-5)
+    assert [p.tolist() for p in a.kept_positions] == [p.tolist() for p in b.kept_positions]
+    for layer in range(model.config.num_hidden_layers):
+        torch.testing.assert_close(b.cache.layer_keys(layer), a.cache.layer_keys(layer), rtol=1e-5, atol=1e-5)
+
+
+def test_the_gpu_resident_cache_prefills_whole() -> None:
+    assert GPUResidentCache(NoOptions()).prefill_chunk_tokens is None
+
+
 # 2. selection: an independent masked reference -------------------------------------------------------
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
@@ -361,6 +382,7 @@ def test_attention_block_observed_equals_attention_block(arch: str, attention: s
         ({"gamma": 1.5}, "cache.gamma"),
         ({"recent_window": 0}, "cache.recent_window"),
         ({"decode_budgets": 512}, "cache.decode_budgets"),
+        ({"prefill_chunk": 0}, "cache.prefill_chunk"),
     ],
 )
 def test_config_errors_name_the_field(options: dict, field: str) -> None:

@@ -141,3 +141,30 @@ def test_pipeline_keeps_no_offload_decoder_between_requests() -> None:
     pipe = _pipe("llama", 0.9)
     pipe.generate(_ids(), max_new_tokens=12, fast=True)
     assert pipe._static_decoder is None  # it would pin the request's host KV until the next call
+
+
+class _HostTensors(torch.overrides.TorchFunctionMode):
+    """Records tensors made from host data (``torch.tensor`` / ``as_tensor``, item assignment of a Python
+    number): on CUDA each is a copy from pageable memory, which a CUDA graph capture refuses (the capture
+    then fails and the decode runs without its graph, several times slower)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (torch.tensor, torch.as_tensor) or (
+                func is torch.Tensor.__setitem__ and not isinstance(args[2], torch.Tensor)):
+            self.calls.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_captured_step_makes_no_tensor_from_host_data(arch: str) -> None:
+    pipe = _pipe(arch, gamma=1.0)
+    decoder = static_generate(pipe, _ids(), 12, stop_at_eos=False).decoder
+    assert isinstance(decoder, OffloadStaticDecoder) and decoder.stats()["swaps_per_step"] > 0
+    with _HostTensors() as mode, torch.inference_mode():  # one more step: what a graph would capture
+        decoder.step.zero_()
+        decoder._step_fn()
+    assert mode.calls == []

@@ -1,8 +1,9 @@
 """Where a graph-replayed decode step's GPU time goes: kernels grouped by kind, per step.
 
 Llama-3.1-8B configuration, random bf16 weights, the paper's schedule, a 32k prompt; the static
-decoder with split-KV attention, not compiled (compiling takes a minute; the compiled step fuses the
-small elementwise kernels further); ``torch.profiler`` over ``--steps`` graph replays. Prints each
+decoder with split-KV attention, not compiled unless ``--compile`` (compiling takes a minute; the
+compiled step fuses the small elementwise kernels further); ``torch.profiler`` over ``--steps`` graph
+replays. Prints each
 kernel group's GPU ms per step and share, beside the bandwidth floor of the step (weights + KV read),
 and writes ``decode_profile.json`` under ``--out``.
 
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from offload_bench import SCHEDULE, build_model, random_ids  # noqa: E402
 
 from sliminfer import SlimPipeline  # noqa: E402
-from sliminfer.bench.cost import H100_SXM_BANDWIDTH, ModelCost  # noqa: E402
+from sliminfer.bench.cost import DEVICE_COPY_BANDWIDTH, ModelCost  # noqa: E402
 from sliminfer.core.config import DecodeSection  # noqa: E402
 from sliminfer.decode.static import StaticDecoder  # noqa: E402
 
@@ -49,6 +50,9 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=32768)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out", default=os.environ.get("OUT", "out"))
+    parser.add_argument("--compile", action="store_true", help="profile the compiled step (the default decode)")
+    parser.add_argument("--bandwidth", type=float, default=DEVICE_COPY_BANDWIDTH,
+                        help="bytes/s of the floor (default: an H200's measured device-to-device copy rate)")
     args = parser.parse_args()
     model = build_model()
     pipe = SlimPipeline.from_pretrained(model, config={"pruning": {"schedule": SCHEDULE}})
@@ -56,7 +60,7 @@ def main() -> None:
     prefill = pipe.prefill(ids)
     token = prefill.logits.argmax(-1, keepdim=True)
     decoder = StaticDecoder.for_prefill(pipe.adapter, prefill, 2 * args.steps + 1,
-                                         DecodeSection(mode="static", kernel="split", compile=False))
+                                         DecodeSection(mode="static", kernel="split", compile=args.compile))
     decoder.load(prefill, token)  # captures the graph
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
@@ -79,9 +83,12 @@ def main() -> None:
         kernels.append({"name": e.key[:100], "calls_per_step": e.count / args.steps, "ms_per_step": ms})
     total = sum(per_group.values())
     cost = ModelCost.of(pipe.adapter)
-    floor_ms = cost.decode_floor_s(prefill.tokens_per_layer, args.steps, H100_SXM_BANDWIDTH) * 1e3
-    print(f"graph decode (split-KV, not compiled), {args.prompt} prompt: {wall_ms:.2f} "
-          f"ms/token wall; GPU kernels {total:.2f} ms/step; bandwidth floor {floor_ms:.2f} ms")
+    floor_ms = cost.decode_floor_s(prefill.tokens_per_layer, args.steps, args.bandwidth) * 1e3
+    step_bytes = floor_ms * 1e-3 * args.bandwidth
+    achieved = step_bytes / (wall_ms * 1e-3) / 1e9
+    print(f"graph decode (split-KV, {'compiled' if args.compile else 'not compiled'}), {args.prompt} prompt: "
+          f"{wall_ms:.2f} ms/token wall ({achieved:.0f} GB/s of {step_bytes / 1e9:.2f} GB/step); GPU kernels "
+          f"{total:.2f} ms/step; floor {floor_ms:.2f} ms at {args.bandwidth / 1e12:.2f} TB/s")
     for label, ms in sorted(per_group.items(), key=lambda kv: -kv[1]):
         print(f"  {ms:7.3f} ms  {ms / total:6.1%}  {label}")
     kernels.sort(key=lambda k: -k["ms_per_step"])
@@ -89,7 +96,8 @@ def main() -> None:
         print(f"    {k['ms_per_step']:7.3f} ms  x{k['calls_per_step']:<5.0f} {k['name']}")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "decode_profile.json").write_text(json.dumps(
-        {"prompt": args.prompt, "steps": args.steps, "wall_ms_per_token": wall_ms,
+        {"prompt": args.prompt, "steps": args.steps, "compiled": args.compile, "wall_ms_per_token": wall_ms,
+         "bytes_per_step": step_bytes, "achieved_gb_per_s": achieved, "floor_bandwidth": args.bandwidth,
          "gpu_ms_per_step": total, "floor_ms": floor_ms, "groups": per_group, "kernels": kernels[:40]}, indent=1))
 
 

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from sliminfer.models.base import ModelAdapter
 
 H100_SXM_BANDWIDTH = 3.35e12  # bytes/s, HBM3 peak of the H100 SXM
+H200_BANDWIDTH = 4.8e12  # bytes/s, HBM3e peak of the H200
+DEVICE_COPY_BANDWIDTH = 4.3e12  # bytes/s a device-to-device copy reaches on an H200 (measured, gpu.md)
 
 
 @dataclass(frozen=True)

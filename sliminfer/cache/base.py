@@ -8,7 +8,8 @@ The engine never checks a manager's name or class: it asks. :attr:`spans_devices
 layers sit on several devices?), :attr:`wants_queries` / :attr:`query_layers` / :meth:`observe_query`
 (does the decode hand it the current queries before each such layer's attention?),
 :meth:`offer_static_buffers` and :meth:`static_run` (how the static decode gets the prompt KV), and
-:attr:`memory_saving` / :attr:`memory_advice` (what an out-of-memory message suggests). The defaults
+:attr:`memory_saving` / :attr:`memory_advice` (what an out-of-memory message suggests), and
+:attr:`prefill_chunk_tokens` (should the prefill bound its activations?). The defaults
 describe a plain manager that holds every layer's KV on the model's device.
 """
 
@@ -94,6 +95,14 @@ class KVCacheManager(Strategy, ABC):
         """The current decode token's queries at ``layer_idx``, ``[1, q_heads, 1, d]`` as the attention
         sees them (after any q norm and RoPE); called before the layer's attention and :meth:`update`,
         only for :attr:`query_layers` while :attr:`wants_queries`."""
+
+    @property
+    def prefill_chunk_tokens(self) -> int | None:
+        """Run the prefill's position-wise work (each layer's MLP) over at most this many tokens at a
+        time (None: all at once, the fastest). A manager that exists to lower GPU memory asks for it: at
+        128k tokens an 8B model's MLP activations alone take about 10 GiB, more than the KV it saves.
+        The result is the same either way (each token's MLP reads only that token)."""
+        return None
 
     def offer_static_buffers(self, keys: list[torch.Tensor], values: list[torch.Tensor], spare: int) -> None:
         """A static decoder's per-layer buffers ``[1, kv_heads, capacity, d]``, offered before a prefill: a

@@ -99,6 +99,7 @@ class StagedForward:
         cos, sin = adapter.rotary(hidden, positions[None])
         mask = adapter.causal_mask(n_prompt, hidden)
         kept: list[torch.Tensor] = []
+        chunk = cache.prefill_chunk_tokens
         devices = self.layer_devices
         for layer in range(adapter.num_layers):
             if devices is not None and devices[layer] is not None and hidden.device != devices[layer]:
@@ -111,7 +112,7 @@ class StagedForward:
             window_in = hidden[:, -self.scorer.window :] if keep_blocks else None
             hidden = adapter.attention_block(layer, hidden, (cos, sin), mask, cache)
             if not self.prune_after_attention:
-                hidden = adapter.mlp_block(layer, hidden)
+                hidden = adapter.mlp_block(layer, hidden, chunk)
             if keep_blocks:
                 w = window_in.shape[1]
                 idx = self._select(layer, window_in, (cos[:, -w:], sin[:, -w:]), cache, keep_blocks, budget, positions)
@@ -119,7 +120,7 @@ class StagedForward:
                 cos, sin = cos[:, idx], sin[:, idx]
                 mask = adapter.causal_mask(positions.numel(), hidden)
             if self.prune_after_attention:
-                hidden = adapter.mlp_block(layer, hidden)
+                hidden = adapter.mlp_block(layer, hidden, chunk)
         logits = adapter.logits(hidden[:, -1:])[:, -1]
         ttft = now(logits.device) - start
         per_token = 2 * adapter.num_kv_heads * adapter.head_dim * hidden.element_size() * hidden.shape[0]

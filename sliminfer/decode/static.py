@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from sliminfer.core.config import DecodeSection
 from sliminfer.core.errors import ConfigError, InputError
 from sliminfer.decode import kernels
+from sliminfer.decode.compile_cache import compile_static
 from sliminfer.decode.kernels import CAPACITY_ALIGN, flash_attend, split_attention
 from sliminfer.models.decode_parts import bind_decode_parts, fuse_projections
 
@@ -304,7 +305,7 @@ class StaticDecoder:
 
     def _compiled_step(self) -> Any:
         """The step under torch.compile (subclasses may compile parts of it instead)."""
-        return torch.compile(self._step, dynamic=False)
+        return compile_static(self._step)
 
     def _uncompile(self) -> None:
         """Run the step uncompiled from now on (after a failed capture: no second compilation)."""

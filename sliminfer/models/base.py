@@ -219,9 +219,18 @@ class ModelAdapter(Strategy, DecodeParts):
             self.__dict__["_observed_attention_cache"] = cached
         return cached[1], cached[2]
 
-    def mlp_block(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+    def mlp_block(self, layer: int, hidden: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+        """``hidden + mlp(post_attention_layernorm(hidden))``; with ``chunk``, over at most that many tokens
+        at a time, written into ``hidden`` in place (the caller's tensor is consumed), so the activations
+        stay those of one chunk."""
         block = self.layers[layer]
-        return hidden + block.mlp(block.post_attention_layernorm(hidden))
+        n = hidden.shape[1]
+        if chunk is None or n <= chunk:
+            return hidden + block.mlp(block.post_attention_layernorm(hidden))
+        for start in range(0, n, chunk):
+            part = hidden[:, start : start + chunk]
+            part += block.mlp(block.post_attention_layernorm(part))
+        return hidden
 
     def window_queries(self, layer: int, hidden: torch.Tensor, position_embeddings: PositionEmbeddings) -> torch.Tensor:
         """Queries of ``hidden``'s tokens at ``layer`` as the attention sees them: ``[b, q_heads, n, d]``.

@@ -26,8 +26,12 @@ def blocks_to_keep(n_tokens: int, block_size: int, budget: int) -> int | None:
 
 
 def forced_blocks(n_blocks: int, sink: int, device: torch.device | None = None) -> torch.Tensor:
-    """The blocks always kept: ``0 .. sink - 1`` and the last one, ``[sink + 1]``."""
-    return torch.tensor([*range(sink), n_blocks - 1], dtype=torch.long, device=device)
+    """The blocks always kept: ``0 .. sink - 1`` and the last one, ``[sink + 1]``.
+
+    Built on the device without a host-to-device copy: the static offload decode calls this inside a
+    CUDA graph capture, where a copy from pageable host memory is not allowed."""
+    ids = torch.arange(sink + 1, dtype=torch.long, device=device)
+    return ids + (ids == sink).long() * (n_blocks - 1 - sink)  # no item assignment: that copies a host scalar
 
 
 def top_middle_blocks(scores: torch.Tensor, sink: int, picks: int) -> torch.Tensor:

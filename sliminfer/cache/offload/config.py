@@ -28,6 +28,9 @@ class OffloadConfig(ConfigModel):
     )
     gamma: float = Field(0.9, ge=0.0, le=1.0, description="Swap only when the new selection overlaps the active "
                          "set by less than this fraction (1: follow every change, 0: never swap).")
+    prefill_chunk: int | None = Field(
+        8192, ge=1, description="Tokens per MLP chunk in the prefill, which bounds its activations (at 128k an "
+        "8B model's MLP needs about 10 GiB at once); null: the whole sequence at once (faster, more memory).")
     pin_memory: bool = Field(True, description="Page-locked CPU buffers (needed for asynchronous copies on CUDA).")
 
     @field_validator("unit_size")

@@ -104,6 +104,10 @@ class OffloadingKVManager(KVCacheManager):
         if layer_idx == group.layers[-1]:
             self._select_next(group)
 
+    @property
+    def prefill_chunk_tokens(self) -> int | None:
+        return self.config.prefill_chunk
+
     def static_run(self) -> OffloadStaticRun:
         """Prefill, ``recent_window`` eager steps here, then :class:`OffloadStaticDecoder` (its own buffers)."""
         return OffloadStaticRun(self)

@@ -40,6 +40,7 @@ from sliminfer.cache.offload.selection import apply_swaps, choose_blocks
 from sliminfer.core.config import DecodeSection
 from sliminfer.core.errors import ConfigError, InputError
 from sliminfer.core.timing import now
+from sliminfer.decode.compile_cache import compile_static
 from sliminfer.decode.run import StaticOutcome, StaticRun
 from sliminfer.decode.static import StaticDecoder
 
@@ -193,7 +194,7 @@ class OffloadStaticDecoder(StaticDecoder):
 
     def _compiled_step(self) -> Any:
         """Compile the segments, not the step: the copies run uncompiled between them (see _step)."""
-        self._segment_fn = torch.compile(self._segment, dynamic=False)
+        self._segment_fn = compile_static(self._segment)
         return self._step
 
     def _uncompile(self) -> None:

@@ -1,0 +1,53 @@
+"""torch.compile's on-disk caches under sliminfer's cache folder, so compiling is paid once per machine.
+
+Why: the static decode compiles its step the first time it sees a model and shape (about 45 s for an
+8B model on an H200). Inductor already caches FX graphs, Triton kernels and autotuning results on
+disk and a later process reuses them, but by default under ``/tmp/torchinductor_<user>``, which a
+reboot or a tmp cleaner empties. Before the first compile, sliminfer points ``TORCHINDUCTOR_CACHE_DIR``
+at ``<sliminfer cache>/compile`` (``~/.cache/sliminfer/compile``; ``SLIMINFER_CACHE`` moves it).
+
+A ``TORCHINDUCTOR_CACHE_DIR`` set before sliminfer was imported wins; ``SLIMINFER_COMPILE_CACHE=0``
+leaves torch's own choice alone. The variable is set for the whole process (inductor reads it there).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sliminfer.assets.cache_dir import cache_subdir
+from sliminfer.core.errors import ConfigError
+
+SWITCH = "SLIMINFER_COMPILE_CACHE"
+INDUCTOR_DIR = "TORCHINDUCTOR_CACHE_DIR"
+#: set by the user before sliminfer was imported (inductor sets it itself on its first compile)
+_USER_DIR = os.environ.get(INDUCTOR_DIR)
+
+
+def compile_cache_enabled() -> bool:
+    """``SLIMINFER_COMPILE_CACHE``: unset, empty or ``1`` (on), or ``0`` (off); anything else is refused."""
+    value = os.environ.get(SWITCH, "").strip()
+    if value not in ("", "0", "1"):
+        raise ConfigError(SWITCH, value, "allowed: 1 (cache torch.compile's work under sliminfer's cache folder, "
+                          "the default) or 0 (leave torch's own cache location)")
+    return value != "0"
+
+
+def use_compile_cache() -> Path | None:
+    """Point inductor at sliminfer's compile cache (unless switched off or the user chose a folder);
+    returns the folder inductor will use when it is sliminfer's, else None."""
+    if _USER_DIR or not compile_cache_enabled():
+        return None
+    path = cache_subdir("compile")
+    os.environ[INDUCTOR_DIR] = str(path)
+    return path
+
+
+def compile_static(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.compile(fn, dynamic=False)`` with the persistent cache: the static decode's one way to compile."""
+    use_compile_cache()
+    return torch.compile(fn, dynamic=False)

@@ -1,0 +1,49 @@
+"""The persistent torch.compile cache: where inductor is pointed, and how a user keeps control."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sliminfer import ConfigError
+from sliminfer.decode import compile_cache
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    monkeypatch.setenv("SLIMINFER_CACHE", str(tmp_path))
+    monkeypatch.delenv("SLIMINFER_COMPILE_CACHE", raising=False)
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setattr(compile_cache, "_USER_DIR", None)
+    return monkeypatch, tmp_path
+
+
+def test_inductor_caches_under_sliminfers_cache_folder(env) -> None:
+    _monkeypatch, tmp_path = env
+    path = compile_cache.use_compile_cache()
+    assert path == tmp_path / "compile" and path.is_dir()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(path)
+
+
+def test_switched_off_leaves_torch_alone(env) -> None:
+    monkeypatch, tmp_path = env
+    monkeypatch.setenv("SLIMINFER_COMPILE_CACHE", "0")
+    assert compile_cache.use_compile_cache() is None
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ and not (tmp_path / "compile").exists()
+
+
+def test_a_folder_the_user_chose_wins(env) -> None:
+    monkeypatch, _tmp_path = env
+    monkeypatch.setattr(compile_cache, "_USER_DIR", "/somewhere/else")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/else")
+    assert compile_cache.use_compile_cache() is None
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/somewhere/else"
+
+
+@pytest.mark.parametrize("value", ["yes", "2", "off"])
+def test_a_bad_switch_is_refused_naming_the_variable(env, value: str) -> None:
+    monkeypatch, _ = env
+    monkeypatch.setenv("SLIMINFER_COMPILE_CACHE", value)
+    with pytest.raises(ConfigError, match=f"SLIMINFER_COMPILE_CACHE: got '{value}'; allowed: 1 .* or 0"):
+        compile_cache.use_compile_cache()
