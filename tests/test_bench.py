@@ -1,5 +1,5 @@
 """``sliminfer bench`` on the CPU: a tiny shape, two prompt lengths, one repeat; JSON fields, tables,
-plot; plus the FLOP model, the decode floor and OOM handling."""
+plot; the stock variants and the best stock; plus the FLOP model, the decode floor and OOM handling."""
 
 from __future__ import annotations
 
@@ -10,12 +10,19 @@ import pytest
 import torch
 
 from sliminfer.bench.cost import ModelCost
-from sliminfer.bench.grid import Meter
+from sliminfer.bench.measure import Meter
+from sliminfer.bench.report import e2e_table, ttft_table
 from sliminfer.bench.shapes import (
     RANDOM_LABEL,
     build_random_model,
     shape_config,
     shape_names,
+)
+from sliminfer.bench.stock import (
+    STOCK_MODES,
+    attention_context,
+    best_stock,
+    enabled_sdpa_backends,
 )
 from sliminfer.cli.bench_cmd import _lengths
 from sliminfer.cli.main import main
@@ -40,20 +47,39 @@ def test_tiny_bench_writes_json_plot_and_prints_tables_last(tmp_path, capsys) ->
         assert point["tokens_per_layer"][:2] == [point["prompt_tokens"]] * 2
         assert point["tokens_per_layer"][2] < point["prompt_tokens"]
         assert point["flops"]["ratio"] > 1
-        for mode in ("stock", "sliminfer"):
-            assert point["ttft"][mode]["status"] == "ok" and point["ttft"][mode]["median_s"] > 0
+        ttft = point["ttft"]
+        for mode in ("stock", "stock_no_cudnn", "sliminfer"):  # the default modes: every stock variant
+            assert ttft[mode]["status"] == "ok" and ttft[mode]["median_s"] > 0
+        assert ttft["best_stock"] == min(("stock", "stock_no_cudnn"), key=lambda m: ttft[m]["median_s"])
+        assert ttft["speedup_vs_best_stock"] == pytest.approx(
+            ttft[ttft["best_stock"]]["median_s"] / ttft["sliminfer"]["median_s"])
+        assert "CUDNN_ATTENTION" in ttft["stock_no_cudnn"]["sdpa_backends"]  # on the CPU nothing is excluded
         (e2e,) = point["e2e"]
         assert e2e["new_tokens"] == 6
-        for path in ("stock", "eager", "static"):
+        for path in (*STOCK_MODES, "eager", "static"):
             assert e2e[path]["status"] == "ok", e2e[path]
-            assert e2e[path]["new_tokens_made"] == 6
+            assert e2e[path]["new_tokens_made"] == 6 and "tokens" not in e2e[path]
             assert e2e[path]["decode_ms_per_token"] is not None  # stock: (generate - TTFT) / 5, noisy on a CPU
+        assert e2e["no_cudnn_matches_stock_tokens"] == 1.0 and e2e["static_matches_stock_tokens"] == 1.0
+        assert e2e["stock_no_cudnn"]["ttft_s"] == ttft["stock_no_cudnn"]["median_s"]  # its own TTFT
+        assert e2e["stock_static"]["ttft_s"] > 0  # a one-token generate with the static cache
+        assert e2e["speedup"]["static_vs_stock_static"] == pytest.approx(
+            e2e["stock_static"]["median_s"] / e2e["static"]["median_s"])
+        best = e2e["best_stock"]
+        assert best == min(STOCK_MODES, key=lambda m: e2e[m]["median_s"])
+        for path in ("eager", "static"):
+            assert e2e["speedup"][f"{path}_vs_best_stock"] == pytest.approx(
+                e2e[best]["median_s"] / e2e[path]["median_s"])
+            assert e2e["speedup"][path] == pytest.approx(e2e["stock"]["median_s"] / e2e[path]["median_s"])
         assert e2e["eager"]["decode_ms_per_token"] > 0 and e2e["static"]["decode_ms_per_token"] > 0
         assert e2e["static_matches_eager_tokens"] == 1.0
         assert e2e["static"]["graph"] is False and e2e["static"]["attention"] == "sdpa"
         assert 0 < e2e["floor_ms_per_token"]["sliminfer"] < e2e["floor_ms_per_token"]["stock"]
     out = capsys.readouterr().out
     assert "Time to first token" in out
+    for head in ("stock no-cuDNN TTFT s", "best stock TTFT s", "x vs best", "stock no-cuDNN s", "stock static s",
+                 "best stock", "x eager vs best", "x static vs best", "stock no-cuDNN ms/tok"):
+        assert head in out, head
     last = out.rstrip().splitlines()
     assert last[-1].split()[:2] == ["320", "6"]  # the end-to-end table is the last thing printed
     if importlib.util.find_spec("matplotlib") is not None:
@@ -66,7 +92,9 @@ def test_ttft_only_grid_without_stock(tmp_path, capsys) -> None:
     point = json.loads((tmp_path / "t.json").read_text())["points"][0]
     assert point["ttft"]["sliminfer"]["status"] == "ok" and "stock" not in point["ttft"]
     assert point["ttft"]["speedup"] is None and point["e2e"] == []
-    assert "Time to first token" in capsys.readouterr().out
+    assert point["ttft"]["best_stock"] is None and point["ttft"]["speedup_vs_best_stock"] is None
+    out = capsys.readouterr().out
+    assert "Time to first token" in out and "stock" not in out.split("Time to first token")[1]
 
 
 def test_flop_model_and_decode_floor_of_the_paper_schedule() -> None:
@@ -123,24 +151,55 @@ def test_length_lists() -> None:
     assert _lengths("") == []
 
 
-def test_stock_static_mode_times_generate_with_a_static_cache(tmp_path, capsys) -> None:
-    """The best stock option (static cache; transformers compiles it on CUDA only) beside the others:
-    its tokens equal the dynamic-cache generate's, and the table grows its columns."""
-    assert main(["bench", "--shape", "tiny-llama", "model.device=cpu", "model.dtype=float32", PRUNING,
-                 "--prompt-lengths", "256", "--output-lengths", "6", "--repeats", "1", "--warmup", "0",
-                 "--modes", "stock,stock_static,sliminfer", "--decode", "static", "--no-ttft",
-                 "--out", str(tmp_path), "--name", "s", "--no-plot"]) == 0
-    (e2e,) = json.loads((tmp_path / "s.json").read_text())["points"][0]["e2e"]
-    static = e2e["stock_static"]
-    assert static["status"] == "ok", static
-    assert static["new_tokens_made"] == 6 and static["ttft_s"] > 0 and "tokens" not in static
-    assert e2e["static_matches_stock_tokens"] == 1.0
-    assert e2e["speedup"]["static_vs_stock_static"] == pytest.approx(static["median_s"] / e2e["static"]["median_s"])
-    out = capsys.readouterr().out
-    assert "stock static s" in out and "x static vs stock static" in out
-
-
 def test_bench_rejects_an_unknown_mode(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["bench", "--shape", "tiny-llama", "--modes", "stock,fast"])
-    assert "choose from stock, stock_static, sliminfer" in capsys.readouterr().err
+    assert "'stock,fast': choose from stock, stock_no_cudnn, stock_static, sliminfer" in capsys.readouterr().err
+
+
+def _m(seconds: float, **extra: object) -> dict[str, object]:
+    return {"status": "ok", "median_s": seconds, **extra}
+
+
+def test_best_stock_is_the_fastest_stock_that_ran() -> None:
+    """The argmin over the stock variants measured OK: sliminfer paths, failed runs and absent modes
+    never win, and a TTFT dict is judged by the same rule."""
+    row = {"new_tokens": 8, "stock": _m(11.3), "stock_no_cudnn": _m(6.4), "stock_static": _m(3.8),
+           "eager": _m(2.0), "static": _m(1.5), "speedup": {}}
+    assert best_stock(row) == "stock_static"
+    assert best_stock({**row, "stock_static": {"status": "oom", "error": "out of memory"}}) == "stock_no_cudnn"
+    assert best_stock({"stock": _m(2.0), "stock_no_cudnn": _m(1.0), "sliminfer": _m(0.5)}) == "stock_no_cudnn"
+    assert best_stock({"stock": {"status": "error", "error": "x"}, "static": _m(1.0)}) is None
+    assert best_stock({}) is None
+
+
+def test_tables_name_the_best_stock_and_drop_unmeasured_modes() -> None:
+    """From a hand-made point: the 'vs best' cells and the best stock's name; no column for a mode that
+    was not run (here stock_no_cudnn and the eager decode)."""
+    e2e = {"new_tokens": 128, "stock": _m(11.3, decode_ms_per_token=77.0), "stock_static": _m(3.77),
+           "static": _m(1.49), "best_stock": "stock_static", "static_matches_stock_tokens": 1.0,
+           "speedup": {"static": 11.3 / 1.49, "static_vs_best_stock": 3.77 / 1.49},
+           "floor_ms_per_token": {"stock": 5.0, "sliminfer": 4.0, "bandwidth_bytes_per_s": 4.8e12}}
+    ttft = {"stock": _m(1.4), "stock_no_cudnn": _m(1.2), "sliminfer": _m(0.5), "speedup": 2.8,
+            "best_stock": "stock_no_cudnn", "speedup_vs_best_stock": 2.4}
+    point = {"prompt_tokens": 32768, "flops": {"ratio": 2.6}, "kv_saved": 0.56, "ttft": ttft, "e2e": [e2e]}
+    head, _, cells = e2e_table([point]).splitlines()
+    assert "best stock" in head and "x static vs best" in head and "stock static ms/tok" in head
+    assert "no-cuDNN" not in head and "eager" not in head
+    assert "stock_static" in cells.split() and "2.53x" in cells.split() and "7.58x" in cells.split()
+    head, _, cells = ttft_table([point]).splitlines()
+    assert "stock no-cuDNN TTFT s" in head and "best stock TTFT s" in head and "x vs best" in head
+    assert cells.split()[:7] == ["32768", "1.400", "1.200", "0.500", "2.80x", "stock_no_cudnn", "1.200"]
+
+
+def test_no_cudnn_context_excludes_cudnn_on_cuda_only_for_its_mode() -> None:
+    """sdpa_kernel sets torch's global flags, so the restriction (and its record) is checked without a
+    GPU; the flags come back after the call."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    before = enabled_sdpa_backends()
+    with attention_context("stock_no_cudnn", cuda):
+        assert enabled_sdpa_backends() == ["FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH"]
+    for mode, device in (("stock", cuda), ("stock_static", cuda), ("stock_no_cudnn", cpu)):
+        with attention_context(mode, device):
+            assert "CUDNN_ATTENTION" in enabled_sdpa_backends()
+    assert enabled_sdpa_backends() == before

@@ -1,8 +1,10 @@
 """``sliminfer bench [CONFIG] [key=value ...]``: time stock transformers against sliminfer.
 
 The equivalent of the authors' ``demo.py --mode origin|sliminfer``: a grid of prompt lengths x
-output lengths, both modes in one process on the same prompts, written as JSON plus a PNG plot, with
-the tables printed last. Examples::
+output lengths, every mode in one process on the same prompts, written as JSON plus a PNG plot, with
+the tables printed last. Stock runs in three variants by default (generate as it comes, with cuDNN
+attention excluded, with a static cache that transformers compiles on CUDA), and every sliminfer
+speedup is given against plain stock and against the best of them. Examples::
 
     sliminfer bench llama-3.1-8b --shape llama-3.1-8b --prompt-lengths 8k,16k,32k --output-lengths 256
     sliminfer bench my.yaml model.source=/models/Qwen2.5-7B-Instruct --prompt-lengths 16k
@@ -39,8 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before them")
     parser.add_argument("--modes", default=",".join(MODES), type=_choices(ALL_MODES),
-                        help="comma list of stock, stock_static (generate with a static cache, compiled on CUDA: "
-                             "end to end only) and sliminfer")
+                        help="comma list of stock (generate as it comes), stock_no_cudnn (the same with cuDNN "
+                             "attention excluded on CUDA), stock_static (generate with a static cache, compiled "
+                             "on CUDA: end to end only) and sliminfer (default: all)")
     parser.add_argument("--decode", default=",".join(DECODERS), type=_choices(DECODERS),
                         help="sliminfer end-to-end decode paths: eager and/or static (its kernel, graph and "
                              "compile come from the config's decode section, e.g. decode.kernel=sdpa)")
