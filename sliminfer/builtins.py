@@ -6,6 +6,7 @@ from sliminfer.core.registry import Register, hookimpl
 from sliminfer.models.llama import LlamaAdapter
 from sliminfer.models.qwen import Qwen2Adapter, Qwen3Adapter
 from sliminfer.strategies.attention_unit import AttentionUnitScorer
+from sliminfer.strategies.dense_attention import DenseAttention
 from sliminfer.strategies.fixed_schedule import FixedBudgetSchedule
 from sliminfer.strategies.ratio_schedule import RatioSchedule
 from sliminfer.strategies.token_unit import TokenUnitScorer
@@ -19,5 +20,6 @@ def sliminfer_register(register: Register) -> None:
     register.schedule("ratio", RatioSchedule)
     register.cache_manager("gpu", GPUResidentCache)
     register.cache_manager("offload", OffloadingKVManager)
+    register.attention("dense", DenseAttention)
     for adapter in (LlamaAdapter, Qwen2Adapter, Qwen3Adapter):
         register.model_adapter(adapter)

@@ -60,6 +60,7 @@ from sliminfer.core.errors import (
     ConfigError,
     InputError,
     SlimInferError,
+    UnknownNameError,
     UnsupportedModelError,
 )
 from sliminfer.core.pipeline import SlimPipeline
@@ -242,6 +243,19 @@ CONFIG_CASES = [
     Case("layers past the model (in memory)", lambda tmp: SlimPipeline.from_pretrained(
         tiny_model("llama"), config=pruned("unused", [2, 4, 6])), ConfigError,
          ("pruning.schedule.layers: got 6", "0..5")),
+    Case("attention strategy unknown", lambda tmp: load_config({"attention": {"name": "flexprefil"}}), UnknownNameError,
+         ("attention.name: unknown attention 'flexprefil'", "Available: dense")),
+    Case("attention layers repeated", lambda tmp: load_config({"attention": {"name": "dense", "layers": [0, 2, 0]}}),
+         ConfigError, ("attention.layers: got [0, 2, 0]", "listed once")),
+    Case("attention layers negative", lambda tmp: load_config({"attention": {"name": "dense", "layers": [-1]}}),
+         ConfigError, ("attention.layers: got [-1]", ">= 0")),
+    Case("attention section not a mapping", lambda tmp: load_config({"attention": [0, 1]}), ConfigError,
+         ("attention: got [0, 1]", "valid dictionary")),
+    Case("attention key not a field", lambda tmp: load_config({"attention": {"name": "dense", "options": {}, "layer": 1}}),
+         ConfigError, ("attention.layer: got 1", "unknown key; allowed keys: layers, name, options")),
+    Case("attention layers past the model (in memory)", lambda tmp: SlimPipeline.from_pretrained(
+        tiny_model("llama"), config={"attention": {"name": "dense", "layers": [0, 6]}}), ConfigError,
+         ("attention.layers: got 6", "0..5")),
     Case("from_pretrained(object())", lambda tmp: SlimPipeline.from_pretrained(object()), ConfigError,
          ("model: got '<object>'", "PreTrainedModel")),
     Case("from_pretrained(None)", lambda tmp: SlimPipeline.from_pretrained(None), ConfigError, ("model: got '<NoneType>'",)),
@@ -349,6 +363,8 @@ CLI_CASES = [
             2, ("generation.max_new_tokens: got True",)),
     CliCase("layers past the model", ["config", "validate", "smollm2-135m", "pruning.schedule.layers=[17,22,30]"], 2,
             ("pruning.schedule.layers: got 30", "0..29")),
+    CliCase("attention layers past the model", ["config", "validate", "smollm2-135m", "attention.name=dense",
+                                                 "attention.layers=[0,30]"], 2, ("attention.layers: got 30", "0..29")),
     CliCase("overrides after the flags", ["run", "origin", "--prompt", "Say hi", "generation.max_new_tokens=2"], 0,
             loads=True),
     CliCase("prompt from stdin", ["run", "origin", "--prompt-file", "-", "generation.max_new_tokens=2"], 0,

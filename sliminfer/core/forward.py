@@ -7,11 +7,17 @@ rotary (cos, sin) are gathered together, so every later layer sees a shorter, ga
 RoPE still encodes the original positions; ``position_ids`` never reach the attention modules (a
 FlashAttention backend would take gapped ones for packed sequences). Each layer writes its own KV into
 the cache manager, so a layer holds exactly the tokens it saw.
+
+A layer in an ``attention:`` strategy's set (:mod:`sliminfer.strategies.attention`) runs the adapter's
+decomposed attention block with the strategy's attention instead of its module's forward, in the
+prefill only; decode steps run every layer's own attention.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -27,7 +33,8 @@ from sliminfer.strategies.block_selection import blocks_to_keep, select_kept_ind
 if TYPE_CHECKING:
     from sliminfer.cache.base import KVCacheManager
     from sliminfer.core.registry import Registry
-    from sliminfer.models.base import ModelAdapter, PositionEmbeddings
+    from sliminfer.models.base import Attend, ModelAdapter, PositionEmbeddings
+    from sliminfer.strategies.attention import AttentionStrategy
     from sliminfer.strategies.base import Schedule, Scorer
 
 
@@ -41,10 +48,18 @@ class StagedForward:
         scorer: Scorer | None = None,
         schedule: Schedule | None = None,
         prune_point: str = "after_attention",
+        attention: AttentionStrategy | None = None,
+        attention_layers: Iterable[int] = (),
     ) -> None:
         self.adapter = adapter
         self.scorer = scorer
         self.schedule = schedule
+        self.attention = attention
+        #: per layer in ``attention_layers``, the prefill attention the strategy computes (bound once)
+        self.attend: dict[int, Attend] = (
+            {layer: partial(attention.attend, adapter, layer) for layer in sorted(attention_layers)}
+            if attention is not None else {}
+        )
         self.prune_after_attention = prune_point == "after_attention"
         self.hook = registry.pm.hook
         self.observe_prune = registry.has_observers("sliminfer_prune")
@@ -110,7 +125,11 @@ class StagedForward:
             budget = self.schedule.budget(layer, positions.numel()) if self.pruning else None
             keep_blocks = blocks_to_keep(positions.numel(), self.scorer.block_size, budget) if budget else None
             window_in = hidden[:, -self.scorer.window :] if keep_blocks else None
-            hidden = adapter.attention_block(layer, hidden, (cos, sin), mask, cache)
+            attend = self.attend.get(layer)
+            if attend is not None:
+                hidden = adapter.attention_block_with(layer, hidden, (cos, sin), mask, cache, attend)
+            else:
+                hidden = adapter.attention_block(layer, hidden, (cos, sin), mask, cache)
             if not self.prune_after_attention:
                 hidden = adapter.mlp_block(layer, hidden, chunk)
             if keep_blocks:

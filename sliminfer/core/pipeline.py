@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -25,6 +25,10 @@ from sliminfer.core.registry import Registry, get_registry
 from sliminfer.core.results import GenerationResult, PrefillResult
 from sliminfer.decode.eager import eager_generate
 from sliminfer.decode.run import static_generate
+from sliminfer.strategies.attention import strategy_layers
+
+if TYPE_CHECKING:
+    from sliminfer.strategies.base import Schedule
 
 T = TypeVar("T")
 ConfigSource = str | Path | Mapping[str, Any] | SlimConfig | None
@@ -55,8 +59,12 @@ class SlimPipeline:
             scorer = self.registry.build("scorer", pruning.scorer, "pruning.scorer")
             schedule = self.registry.build("schedule", pruning.schedule, "pruning.schedule")
             schedule.check_model(self.adapter.num_layers, "pruning.schedule")
+        layers = attention_layers(self.config, schedule, self.adapter.num_layers)
+        section = self.config.attention
+        attention = self.registry.build("attention", section, "attention") if section is not None else None
         self.forward = StagedForward(
-            self.adapter, self.registry, scorer, schedule, pruning.prune_point if pruning else "after_attention"
+            self.adapter, self.registry, scorer, schedule, pruning.prune_point if pruning else "after_attention",
+            attention, layers,
         )
         self._cache_options = self.registry.options("cache", self.config.cache, "cache")
         self._static_decoder: Any = None  # the static decode's buffers and graph, kept for the next call
@@ -224,6 +232,17 @@ def load_config(
 def check_config_fits_checkpoint(config: SlimConfig, registry: Registry, hf_config: Any) -> None:
     """Refuse a config that names layers the checkpoint does not have, from its config.json alone
     (before the weights load; the pipeline checks the loaded model the same way)."""
+    num_layers = registry.adapter_for(hf_config).cls.layers_in(hf_config)
+    schedule = None
     if config.pruning is not None:
         schedule = registry.build("schedule", config.pruning.schedule, "pruning.schedule")
-        schedule.check_model(registry.adapter_for(hf_config).cls.layers_in(hf_config), "pruning.schedule")
+        schedule.check_model(num_layers, "pruning.schedule")
+    attention_layers(config, schedule, num_layers)
+
+
+def attention_layers(config: SlimConfig, schedule: Schedule | None, num_layers: int) -> frozenset[int]:
+    """The layers whose prefill attention the config's ``attention:`` strategy computes (none without the
+    section), checked against the model's ``num_layers`` (a ConfigError naming ``attention.layers``)."""
+    if config.attention is None:
+        return frozenset()
+    return strategy_layers(config.attention.layers, schedule, num_layers)

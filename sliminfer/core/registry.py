@@ -2,7 +2,9 @@
 
 Built-in strategies and third-party plugins register through the same hook,
 ``sliminfer_register(register)``, and receive a typed :class:`Register` callback, so no plugin touches
-the registry's internals. Third-party plugins load from the ``sliminfer`` entry-point group; the
+the registry's internals (the hook specs and the callback are :mod:`sliminfer.core.hooks`, re-exported
+here). Kinds: scorer, schedule, cache (KV cache manager), attention (prefill attention) and adapter.
+Third-party plugins load from the ``sliminfer`` entry-point group; the
 environment variable ``SLIMINFER_BLOCK_PLUGINS`` (comma-separated entry-point names, or ``*`` for
 all) keeps named plugins from loading at all.
 
@@ -38,26 +40,22 @@ import pluggy
 from pydantic import BaseModel, ValidationError
 
 from sliminfer.cache.base import KVCacheManager
-from sliminfer.core import events
 from sliminfer.core.config import SlimConfig, StrategySpec, config_error_from_validation
 from sliminfer.core.errors import ConfigError, SlimInferError, UnknownNameError, UnsupportedModelError
+from sliminfer.core.hooks import HOOKS, PROJECT, Hookspecs, Register, hookimpl
 from sliminfer.core.strategy import Strategy
 from sliminfer.models.base import ModelAdapter
-from sliminfer.strategies.base import Scorer, Schedule
+from sliminfer.strategies.attention import AttentionStrategy
+from sliminfer.strategies.base import Schedule, Scorer
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-PROJECT = "sliminfer"
 ENTRY_POINT_GROUP = "sliminfer"
 BLOCK_ENV = "SLIMINFER_BLOCK_PLUGINS"
-KINDS = ("scorer", "schedule", "cache", "adapter")
+KINDS = ("scorer", "schedule", "cache", "attention", "adapter")
 BUILTINS = "sliminfer.builtins"  # the built-ins' plugin name (the module sliminfer/__init__.py provides)
 BUILTIN_NAMES = frozenset({BUILTINS, "builtins"})  # what a user may write to mean the built-ins
-
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
-
 
 @dataclass(frozen=True)
 class Entry:
@@ -76,57 +74,6 @@ class Entry:
     def summary(self) -> str:
         doc = (self.cls.__doc__ or "").strip().splitlines()
         return doc[0] if doc else ""
-
-
-class Register:
-    """The callback handed to ``sliminfer_register``: one method per kind of thing to register."""
-
-    def __init__(self, add: Callable[[str, str, type], None]) -> None:
-        self._add = add
-
-    def scorer(self, name: str, cls: type) -> None:
-        """A block scorer (subclass of ``sliminfer.strategies.base.Scorer``)."""
-        self._add("scorer", name, cls)
-
-    def schedule(self, name: str, cls: type) -> None:
-        """A pruning schedule (subclass of ``sliminfer.strategies.base.Schedule``)."""
-        self._add("schedule", name, cls)
-
-    def cache_manager(self, name: str, cls: type) -> None:
-        """A KV cache manager (subclass of ``sliminfer.cache.base.KVCacheManager``)."""
-        self._add("cache", name, cls)
-
-    def model_adapter(self, cls: type) -> None:
-        """A model adapter (subclass of ``sliminfer.models.base.ModelAdapter``), keyed by its model_types."""
-        for model_type in cls.model_types:
-            self._add("adapter", model_type, cls)
-
-
-class Hookspecs:
-    """The hooks plugins may implement (decorate implementations with ``sliminfer.hookimpl``)."""
-
-    @hookspec
-    def sliminfer_register(self, register: Register) -> None:
-        """Register scorers, schedules, cache managers and model adapters."""
-
-    @hookspec
-    def sliminfer_prefill_start(self, event: events.PrefillStart) -> None:
-        """Observe the start of a prefill."""
-
-    @hookspec
-    def sliminfer_prune(self, event: events.PruneDecision) -> None:
-        """Observe each pruning decision."""
-
-    @hookspec
-    def sliminfer_prefill_end(self, event: events.PrefillEnd) -> None:
-        """Observe the end of a prefill."""
-
-    @hookspec
-    def sliminfer_decode_step(self, event: events.DecodeStep) -> None:
-        """Observe each generated token."""
-
-
-HOOKS = tuple(name for name in vars(Hookspecs) if name.startswith(f"{PROJECT}_"))
 
 
 class PluginError(SlimInferError):
@@ -165,6 +112,7 @@ BASES: dict[str, type[Strategy]] = {
     "scorer": Scorer,
     "schedule": Schedule,
     "cache": KVCacheManager,
+    "attention": AttentionStrategy,
     "adapter": ModelAdapter,
 }
 
@@ -245,7 +193,7 @@ class Registry:
                     self.blocked,
                 )
             self.register_plugin(plugin, name=entry_point.name)
-        except Exception as exc:  # anything a plugin's import or registration raises
+        except Exception as exc:  # noqa: BLE001 (anything a plugin's import or registration raises)
             return PluginError.caused_by(entry_point, exc, self.blocked)
         return None
 
@@ -310,6 +258,8 @@ class Registry:
             scorer = self.build("scorer", config.pruning.scorer, "pruning.scorer")
             schedule = self.build("schedule", config.pruning.schedule, "pruning.schedule")
             schedule.check_block_size(scorer.block_size, field="pruning.schedule")
+        if config.attention is not None:
+            self.options("attention", config.attention, "attention")
 
     def adapter_for(self, hf_config: PretrainedConfig) -> Entry:
         model_type = getattr(hf_config, "model_type", None)

@@ -3,13 +3,17 @@
 The pipeline owns the layer loop and calls an adapter for each piece of a decoder layer, so pruning
 can shrink the token set between (or inside) layers without copying any model's forward code: the
 model's own modules (norms, attention with its backend, MLP, rotary embedding) do all the math, which
-is what makes the unpruned path bit-identical to stock transformers.
+is what makes the unpruned path bit-identical to stock transformers. Where a caller runs the attention
+itself (a cache that observes the decode queries, a prefill attention strategy), the adapter runs the
+same attention module in its pieces (:meth:`ModelAdapter.attention_block_with`) and looks up the
+attention function that module would call (:meth:`ModelAdapter.own_attention`).
 """
 
 from __future__ import annotations
 
 import inspect
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -25,6 +29,9 @@ if TYPE_CHECKING:
     from sliminfer.cache.base import KVCacheManager
 
 PositionEmbeddings = tuple[torch.Tensor, torch.Tensor]
+#: ``attend(module, q, k, v, mask) -> [b, n, q_heads * d]``: a layer's attention between its q/k/v (after
+#: RoPE, as the cache update returned k/v) and its o_proj (:meth:`ModelAdapter.own_attention` is one)
+Attend = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 class ModelAdapter(Strategy, DecodeParts):
@@ -79,7 +86,7 @@ class ModelAdapter(Strategy, DecodeParts):
         windows.discard(None)
         if windows:
             raise UnsupportedModelError(
-                f"{self.config.model_type}: sliding_window={sorted(windows)[0]} (config.json) limits attention to a "
+                f"{self.config.model_type}: sliding_window={min(windows)} (config.json) limits attention to a "
                 "window; sliminfer supports full-attention layers only (set sliding_window to null in config.json "
                 "to run with full attention)"
             )
@@ -187,21 +194,65 @@ class ModelAdapter(Strategy, DecodeParts):
         projections run once (recomputing the queries with :meth:`window_queries` would cost a second
         q_proj per layer and step).
         """
-        parts, attention = self._observed_attention()
-        attn = self.layers[layer].self_attn
+        return self._decomposed_block(layer, hidden, position_embeddings, attention_mask, cache,
+                                      self.own_attention, observe=True)
+
+    def attention_block_with(
+        self,
+        layer: int,
+        hidden: torch.Tensor,
+        position_embeddings: PositionEmbeddings,
+        attention_mask: torch.Tensor | None,
+        cache: KVCacheManager,
+        attend: Attend,
+    ) -> torch.Tensor:
+        """:meth:`attention_block` with ``attend(module, q, k, v, mask)`` in place of the layer's attention
+        function (a prefill attention strategy): input norm, q/k/v projections with any q/k norm and RoPE,
+        the cache update, ``attend``, then o_proj and the residual. With :meth:`own_attention` as
+        ``attend`` it equals :meth:`attention_block` exactly."""
+        return self._decomposed_block(layer, hidden, position_embeddings, attention_mask, cache, attend)
+
+    def _decomposed_block(
+        self,
+        layer: int,
+        hidden: torch.Tensor,
+        position_embeddings: PositionEmbeddings,
+        attention_mask: torch.Tensor | None,
+        cache: KVCacheManager,
+        attend: Attend,
+        observe: bool = False,
+    ) -> torch.Tensor:
+        """The attention module's forward in its pieces (the decode parts' q/k/v and output), ``attend``
+        between them; with ``observe``, the queries go to ``cache.observe_query`` first."""
+        parts = self._attention_lookup()[0]
         q, k, v = parts.qkv(layer, hidden, position_embeddings)
-        cache.observe_query(layer, q)
+        if observe:
+            cache.observe_query(layer, q)
         k, v = cache.update(k, v, layer)
-        extra = {"sliding_window": attn.sliding_window} if hasattr(attn, "sliding_window") else {}
-        out, _ = attention(attn, q, k, v, attention_mask, dropout=0.0, scaling=attn.scaling, **extra)
-        out = out.reshape(*hidden.shape[:-1], -1).contiguous()
+        out = attend(self.layers[layer].self_attn, q, k, v, attention_mask)
         return parts.output(layer, hidden, out)
 
-    def _observed_attention(self) -> tuple[Any, Any]:
+    def own_attention(
+        self,
+        module: torch.nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The attention function ``module``'s forward calls for ``config._attn_implementation``, called
+        as it calls it, on q/k/v after RoPE (``[b, q_heads, n, d]``, ``[b, kv_heads, n_kv, d]``, grouped heads
+        not repeated): ``[b, n, q_heads * d]``, what o_proj takes."""
+        function = self._attention_lookup()[1]
+        extra = {"sliding_window": module.sliding_window} if hasattr(module, "sliding_window") else {}
+        out, _ = function(module, query, key, value, attention_mask, dropout=0.0, scaling=module.scaling, **extra)
+        return out.reshape(*out.shape[:2], -1).contiguous()
+
+    def _attention_lookup(self) -> tuple[Any, Any]:
         """(bound decode parts, the attention function the layer's module would call), looked up once
         per attention implementation (this runs for every layer of every decode step)."""
         impl = self.attention_implementation
-        cached = self.__dict__.get("_observed_attention_cache")
+        cached = self.__dict__.get("_attention_lookup_cache")
         if cached is None or cached[0] != impl:
             from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -216,7 +267,7 @@ class ModelAdapter(Strategy, DecodeParts):
             else:
                 function = ALL_ATTENTION_FUNCTIONS[impl]
             cached = (impl, bind_decode_parts(self), function)
-            self.__dict__["_observed_attention_cache"] = cached
+            self.__dict__["_attention_lookup_cache"] = cached
         return cached[1], cached[2]
 
     def mlp_block(self, layer: int, hidden: torch.Tensor, chunk: int | None = None) -> torch.Tensor:

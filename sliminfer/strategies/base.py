@@ -6,6 +6,7 @@ in through ``sliminfer_register`` (see :mod:`sliminfer.core.registry`).
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
@@ -76,12 +77,19 @@ class Schedule(Strategy, ABC):
     def budget(self, layer: int, tokens: int) -> int | None:
         """Tokens to keep after ``layer`` given ``tokens`` current ones, or None to keep them all."""
 
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """The layers after which it may prune, increasing: its config's ``layers`` (both built-ins have
+        one). The model check and the default layers of an ``attention:`` section (those before the first
+        pruning layer) read it; a schedule that prunes after other layers overrides it."""
+        return tuple(getattr(self.config, "layers", ()))
+
     def check_block_size(self, block_size: int, field: str) -> None:
         """Raise a ConfigError if the schedule cannot work with this block size."""
 
     def check_model(self, num_layers: int, field: str) -> None:
         """Raise a ConfigError if a pruning layer does not exist in a model with ``num_layers`` layers."""
-        for layer in getattr(self.config, "layers", ()):
+        for layer in self.layers:
             if layer >= num_layers:
                 raise ConfigError(f"{field}.layers", layer, f"must be a layer index in 0..{num_layers - 1}")
 
@@ -90,6 +98,6 @@ def check_layers(layers: list[int]) -> list[int]:
     """Pruning layers are 0-indexed, non-negative and strictly increasing."""
     if any(layer < 0 for layer in layers):
         raise ValueError(f"layers must be >= 0; got {layers}")
-    if any(b <= a for a, b in zip(layers, layers[1:])):
+    if any(b <= a for a, b in itertools.pairwise(layers)):
         raise ValueError(f"layers must be strictly increasing with no repeats; got {layers}")
     return layers
