@@ -1,6 +1,6 @@
 """Base class of the ``attention`` kind: how a layer's prefill attention is computed from its q/k/v.
 
-Why the kind exists: pruning shortens every layer from the first pruning layer on, but the layers before
+Why the kind exists: pruning shortens every layer after the first pruning layer, but the layers up to
 it still attend over the whole prompt, and at long prompts their attention is most of the prefill. Sparse
 prefill attention (FlexPrefill, MInference: each head attends to the blocks or patterns it needs) cuts
 exactly that cost, and is orthogonal to pruning; the next issue adds such methods as strategies of this

@@ -80,8 +80,8 @@ class Schedule(Strategy, ABC):
     @property
     def layers(self) -> tuple[int, ...]:
         """The layers after which it may prune, increasing: its config's ``layers`` (both built-ins have
-        one). The model check and the default layers of an ``attention:`` section (those before the first
-        pruning layer) read it; a schedule that prunes after other layers overrides it."""
+        one). The model check and the default layers of an ``attention:`` section (up to the first pruning
+        layer) read it; a schedule that prunes after other layers overrides it."""
         return tuple(getattr(self.config, "layers", ()))
 
     def check_block_size(self, block_size: int, field: str) -> None:
