@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from tiny_models import tiny_model
 
-from sliminfer import InputError, SlimPipeline
+from sliminfer import ConfigError, SlimPipeline
 from sliminfer.decode.run import static_generate
 
 WORLD = 2
@@ -88,7 +88,7 @@ def _worker(rank: int, model_dirs: dict, port: int, out_dir: str) -> None:
                 try:  # a compiled (or graph) decode on sharded heads is refused up front, not yet verified
                     static_generate(pipe, _prompt(), 4, options={"compile": True})
                     out["refused"] = "no"
-                except InputError as exc:
+                except ConfigError as exc:
                     out["refused"] = str(exc)
                 torch.save(out, os.path.join(out_dir, f"{arch}-{scorer}-{rank}.pt"))
     finally:
