@@ -32,7 +32,6 @@ from typing import Any
 
 import pytest
 import torch
-from tiny_models import tiny_model
 
 from sliminfer import load_config
 from sliminfer.decode.run import static_generate
@@ -71,6 +70,7 @@ from sliminfer.core.registry import (
     get_registry,
     reset_registry,
 )
+from sliminfer.testing.tiny_models import tiny_model
 
 FIXED = {"scorer": {"name": "token_unit", "block_size": 8, "unit_size": 4}}
 

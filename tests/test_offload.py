@@ -17,8 +17,6 @@ import contextlib
 
 import pytest
 import torch
-from reference import _layer_masks
-from tiny_models import ARCHS, tiny_model
 from transformers import DynamicCache
 
 from sliminfer import ConfigError, SlimPipeline, load_config
@@ -26,6 +24,8 @@ from sliminfer.cache.base import NoOptions
 from sliminfer.cache.gpu_resident import GPUResidentCache
 from sliminfer.cache.offload import OffloadConfig, OffloadingKVManager
 from sliminfer.strategies.token_unit import TokenUnitConfig, TokenUnitScorer
+from sliminfer.testing.reference import _layer_masks
+from sliminfer.testing.tiny_models import ARCHS, tiny_model
 
 BLOCK, UNIT = 16, 4
 PRUNING = {
@@ -95,9 +95,9 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 class SelectingReference:
     """Full-length stock forward; each layer's attention mask is replaced through a pre-hook.
 
-    Prefill: layer i sees the prompt positions it kept (as tests/reference.py). Decode step t: layer i
-    sees all generated tokens, its tail (resident tokens after the last full block) and the resident
-    blocks of its active set A_t(i), derived here: with K = max(sink + 1, (budget - tail) // block)
+    Prefill: layer i sees the prompt positions it kept (as sliminfer.testing.reference). Decode step t:
+    layer i sees all generated tokens, its tail (resident tokens after the last full block) and the
+    resident blocks of its active set A_t(i), derived here: with K = max(sink + 1, (budget - tail) // block)
     blocks (all if K >= full blocks), S(q) = sink blocks + last full block + the top blocks by the
     token-unit score of local query q over the layer's resident keys; A_0 = S(q_0),
     A_t = S(mean q_{t-w..t-1}) if it overlaps A_{t-1} by less than gamma, else A_{t-1}.
