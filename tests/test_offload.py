@@ -24,7 +24,7 @@ from sliminfer.cache.base import NoOptions
 from sliminfer.cache.gpu_resident import GPUResidentCache
 from sliminfer.cache.offload import OffloadConfig, OffloadingKVManager
 from sliminfer.strategies.token_unit import TokenUnitConfig, TokenUnitScorer
-from sliminfer.testing.reference import _layer_masks
+from sliminfer.testing.reference import layer_mask, stock_queries
 from sliminfer.testing.tiny_models import ARCHS, tiny_model
 
 BLOCK, UNIT = 16, 4
@@ -87,11 +87,6 @@ def test_all_active_generate_and_buffer_growth_equal_gpu_resident() -> None:
 
 
 # 2. selection: an independent masked reference -------------------------------------------------------
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 class SelectingReference:
     """Full-length stock forward; each layer's attention mask is replaced through a pre-hook.
 
@@ -129,13 +124,7 @@ class SelectingReference:
         return forced | set(middle[: keep - len(forced)])
 
     def _decode_mask(self, layer: int, attn, kwargs) -> torch.Tensor:
-        x = kwargs["hidden_states"]
-        q = attn.q_proj(x).view(1, x.shape[1], -1, attn.head_dim)
-        if hasattr(attn, "q_norm"):
-            q = attn.q_norm(q)
-        q = q.transpose(1, 2)
-        cos, sin = (t.unsqueeze(1) for t in kwargs["position_embeddings"])
-        q = q * cos + _rotate_half(q) * sin
+        q = stock_queries(attn, kwargs["hidden_states"], kwargs["position_embeddings"])
         t = self.step
         if t == 0:
             self.active[layer] = self._select(layer, q)
@@ -157,7 +146,8 @@ class SelectingReference:
         return allowed[None, None, None, :]
 
     def _run(self, ids: torch.Tensor, decode: bool) -> torch.Tensor:
-        masks = None if decode else _layer_masks(self.kept, self.n_prompt, torch.arange(ids.shape[1]), ids.shape[1])
+        n, positions = ids.shape[1], torch.arange(ids.shape[1])
+        masks = None if decode else [layer_mask(kept, self.n_prompt, positions, n) for kept in self.kept]
         handles = []
         for i, layer in enumerate(self.model.model.layers):
             def pre(module, args, kwargs, i=i):
