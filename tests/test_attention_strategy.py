@@ -16,7 +16,6 @@ import copy
 
 import pytest
 import torch
-from tiny_models import tiny_model
 
 from sliminfer import ConfigError, SlimPipeline, UnknownNameError, hookimpl, load_config
 from sliminfer.cli.main import main
@@ -26,6 +25,7 @@ from sliminfer.core.registry import Registry, get_registry
 from sliminfer.models.base import ModelAdapter
 from sliminfer.strategies.attention import AttentionStrategy, strategy_layers
 from sliminfer.strategies.dense_attention import DenseAttention
+from sliminfer.testing.tiny_models import tiny_model
 
 LAYERS = 6  # tiny_models' depth
 PRUNING = {

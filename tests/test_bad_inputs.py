@@ -32,7 +32,6 @@ from typing import Any
 
 import pytest
 import torch
-from tiny_models import tiny_model
 
 from sliminfer import load_config
 from sliminfer.assets import cache_dir, default_model
@@ -72,6 +71,7 @@ from sliminfer.core.registry import (
     reset_registry,
 )
 from sliminfer.decode.run import static_generate
+from sliminfer.testing.tiny_models import tiny_model
 
 FIXED = {"scorer": {"name": "token_unit", "block_size": 8, "unit_size": 4}}
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny_models import tiny_model
 
 from sliminfer import SlimPipeline, load_config
 from sliminfer.core.config import SlimConfig, parse_overrides, preset_names
@@ -23,6 +22,7 @@ from sliminfer.core.errors import (
     UnknownNameError,
     UnsupportedModelError,
 )
+from sliminfer.testing.tiny_models import tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import tiny_model
 
 from sliminfer import ConfigError, InputError, SlimPipeline
 from sliminfer.models.base import ModelAdapter
+from sliminfer.testing.tiny_models import tiny_model
 
 PRUNING = {"scorer": {"name": "token_unit", "block_size": 16, "unit_size": 4, "window": 4},
            "schedule": {"name": "fixed", "layers": [1, 3], "budgets": [160, 64]}}

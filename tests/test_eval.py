@@ -15,7 +15,6 @@ import random
 
 import pytest
 import torch
-from tiny_models import tiny_model
 
 from sliminfer import SlimPipeline, load_config
 from sliminfer.core.errors import ConfigError, InputError
@@ -36,6 +35,7 @@ from sliminfer.eval.runner import (
     resolve_configs,
     run_task,
 )
+from sliminfer.testing.tiny_models import tiny_model
 
 
 class ByteTokenizer:

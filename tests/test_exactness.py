@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import ARCHS, tiny_model
 
 from sliminfer import SlimPipeline
+from sliminfer.testing.tiny_models import ARCHS, tiny_model
 
 
 def _random_ids(n: int, seed: int = 1, vocab: int = 256) -> torch.Tensor:

@@ -12,10 +12,10 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from tiny_models import ARCHS, tiny_model
 
 from sliminfer import SlimPipeline
 from sliminfer.decode.run import static_generate
+from sliminfer.testing.tiny_models import ARCHS, tiny_model
 
 PRUNED = {
     "pruning": {

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import ARCHS, tiny_model
 
 from sliminfer import ConfigError, InputError, SlimPipeline
 from sliminfer.core.config import DecodeSection
 from sliminfer.decode.run import static_generate
 from sliminfer.decode.static import StaticDecoder
+from sliminfer.testing.tiny_models import ARCHS, tiny_model
 
 PRUNED = {
     "pruning": {

@@ -251,9 +251,11 @@ def test_known_cycle_still_listed_for_a_reason(graph, cycle) -> None:
 
 @pytest.mark.parametrize("module", ["sliminfer.core.strategy", "sliminfer.core.registry", "sliminfer.core.config",
                                     "sliminfer.core.sections", "sliminfer.core.hooks", "sliminfer.strategies.base",
-                                    "sliminfer.strategies.attention", "sliminfer.cache.base", "sliminfer.models.base"])
+                                    "sliminfer.strategies.attention", "sliminfer.cache.base", "sliminfer.models.base",
+                                    "sliminfer.testing"])
 def test_extension_api_knows_no_concrete_strategy(graph, module) -> None:
-    """The registry and the base classes reach no concrete strategy, even through a lazy import."""
+    """The registry, the base classes and the conformance kit (which names its partner strategies in the
+    registry) reach no concrete strategy, even through a lazy import."""
     assert not (reachable(graph, module) & CONCRETE), sorted(reachable(graph, module) & CONCRETE)
 
 
@@ -261,6 +263,21 @@ def test_concrete_list_covers_the_builtins(graph) -> None:
     """Each module the built-ins import (but the registry's API) is in :data:`CONCRETE`, so a new
     built-in strategy is checked above too."""
     assert graph["sliminfer.builtins"] - {"sliminfer.core.registry"} <= CONCRETE
+
+
+def test_library_does_not_import_its_testing_kit(graph) -> None:
+    """``sliminfer.testing`` (tiny models, the reference, the conformance kit) is imported by tests only."""
+    users = {m for m, edges in graph.items() if not m.startswith("sliminfer.testing")
+             and any(e == "sliminfer.testing" or e.startswith("sliminfer.testing.") for e in edges)}
+    assert not users, sorted(users)
+
+
+def test_no_module_imports_pytest() -> None:
+    """Not even the testing kit, lazily: a plugin's test suite may use any runner."""
+    modules = module_files()
+    users = {m for m, path in modules.items()
+             if any(name.partition(".")[0] in ("pytest", "_pytest") for name in imported_names(m, path, modules))}
+    assert not users, sorted(users)
 
 
 def test_strategy_module_is_a_leaf(graph) -> None:

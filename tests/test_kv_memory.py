@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import tiny_model
 
 from sliminfer.core.config import SlimConfig
 from sliminfer.core.pipeline import SlimPipeline
+from sliminfer.testing.tiny_models import tiny_model
 
 GIB = 1 << 30
 LAYERS = 32

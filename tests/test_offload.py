@@ -17,8 +17,6 @@ import contextlib
 
 import pytest
 import torch
-from reference import _layer_masks
-from tiny_models import ARCHS, tiny_model
 from transformers import DynamicCache
 
 from sliminfer import ConfigError, SlimPipeline, load_config
@@ -26,6 +24,8 @@ from sliminfer.cache.base import NoOptions
 from sliminfer.cache.gpu_resident import GPUResidentCache
 from sliminfer.cache.offload import OffloadConfig, OffloadingKVManager
 from sliminfer.strategies.token_unit import TokenUnitConfig, TokenUnitScorer
+from sliminfer.testing.reference import layer_mask, stock_queries
+from sliminfer.testing.tiny_models import ARCHS, tiny_model
 
 BLOCK, UNIT = 16, 4
 PRUNING = {
@@ -108,17 +108,12 @@ def test_the_gpu_resident_cache_prefills_whole() -> None:
 
 
 # 2. selection: an independent masked reference -------------------------------------------------------
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 class SelectingReference:
     """Full-length stock forward; each layer's attention mask is replaced through a pre-hook.
 
-    Prefill: layer i sees the prompt positions it kept (as tests/reference.py). Decode step t: layer i
-    sees all generated tokens, its tail (resident tokens after the last full block) and the resident
-    blocks of its active set A_t(i), derived here: with K = max(sink + 1, (budget - tail) // block)
+    Prefill: layer i sees the prompt positions it kept (as sliminfer.testing.reference). Decode step t:
+    layer i sees all generated tokens, its tail (resident tokens after the last full block) and the
+    resident blocks of its active set A_t(i), derived here: with K = max(sink + 1, (budget - tail) // block)
     blocks (all if K >= full blocks), S(q) = sink blocks + last full block + the top blocks by the
     token-unit score of local query q over the layer's resident keys; A_0 = S(q_0),
     A_t = S(mean q_{t-w..t-1}) if it overlaps A_{t-1} by less than gamma, else A_{t-1}.
@@ -150,13 +145,7 @@ class SelectingReference:
         return forced | set(middle[: keep - len(forced)])
 
     def _decode_mask(self, layer: int, attn, kwargs) -> torch.Tensor:
-        x = kwargs["hidden_states"]
-        q = attn.q_proj(x).view(1, x.shape[1], -1, attn.head_dim)
-        if hasattr(attn, "q_norm"):
-            q = attn.q_norm(q)
-        q = q.transpose(1, 2)
-        cos, sin = (t.unsqueeze(1) for t in kwargs["position_embeddings"])
-        q = q * cos + _rotate_half(q) * sin
+        q = stock_queries(attn, kwargs["hidden_states"], kwargs["position_embeddings"])
         t = self.step
         if t == 0:
             self.active[layer] = self._select(layer, q)
@@ -178,7 +167,8 @@ class SelectingReference:
         return allowed[None, None, None, :]
 
     def _run(self, ids: torch.Tensor, decode: bool) -> torch.Tensor:
-        masks = None if decode else _layer_masks(self.kept, self.n_prompt, torch.arange(ids.shape[1]), ids.shape[1])
+        n, positions = ids.shape[1], torch.arange(ids.shape[1])
+        masks = None if decode else [layer_mask(kept, self.n_prompt, positions, n) for kept in self.kept]
         handles = []
         for i, layer in enumerate(self.model.model.layers):
             def pre(module, args, kwargs, i=i):

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import ARCHS, tiny_model
 
 from sliminfer import ConfigError, InputError, SlimPipeline
 from sliminfer.cache.offload.block_copy import copy_blocks
 from sliminfer.cache.offload.static_decode import OffloadStaticDecoder
 from sliminfer.core.config import DecodeSection
 from sliminfer.decode.run import static_generate
+from sliminfer.testing.tiny_models import ARCHS, tiny_model
 
 BLOCK, UNIT = 16, 4
 PRUNING = {

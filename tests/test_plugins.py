@@ -9,12 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 from pydantic import Field
-from tiny_models import tiny_model
 
 from sliminfer import SlimPipeline, hookimpl, load_config
 from sliminfer.core.errors import ConfigError, SlimInferError, UnknownNameError
 from sliminfer.core.registry import BLOCK_ENV, get_registry, reset_registry
 from sliminfer.strategies.base import Schedule, Scorer, ScorerConfig
+from sliminfer.testing.tiny_models import tiny_model
 
 PLUGIN_YAML = """\
 model: {dtype: float32, device: cpu}

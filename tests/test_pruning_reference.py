@@ -1,13 +1,13 @@
-"""Pruned prefill and decode equal an independent full-length masked reference (tests/reference.py)."""
+"""Pruned prefill and decode equal an independent full-length masked reference (sliminfer.testing.reference)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from reference import MaskedReference, greedy_decode_both
-from tiny_models import ARCHS, tiny_model
 
 from sliminfer import SlimPipeline
+from sliminfer.testing.reference import MaskedReference, greedy_decode_both
+from sliminfer.testing.tiny_models import ARCHS, tiny_model
 
 
 def _pruning(layers, budgets, block=16, unit=4, window=4, point="after_attention", name="fixed"):

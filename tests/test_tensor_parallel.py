@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from tiny_models import tiny_model
 
 from sliminfer import ConfigError, SlimPipeline
 from sliminfer.decode.run import static_generate
+from sliminfer.testing.tiny_models import tiny_model
 
 WORLD = 2
 N_PROMPT = 301
@@ -65,7 +64,6 @@ def _worker(rank: int, model_dirs: dict, port: int, out_dir: str) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    sys.path.insert(0, os.path.dirname(__file__))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
         from transformers import AutoModelForCausalLM

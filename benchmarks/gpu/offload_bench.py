@@ -119,8 +119,7 @@ def check_cuda_paths(steps: int = 24) -> dict[str, Any]:
     tiny fp32 Llama: with every block active it equals the GPU-resident manager; with a small budget
     (gamma 1.0 and 0.9) its active sets and tokens equal the CPU run's, which the CI tests hold to an
     independent reference (tests/test_offload.py)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-    from tiny_models import tiny_model
+    from sliminfer.testing.tiny_models import tiny_model
 
     pruning = {"scorer": {"name": "token_unit", "block_size": 16, "unit_size": 4, "window": 4},
                "schedule": {"name": "fixed", "layers": [1, 3], "budgets": [160, 64]}}

@@ -9,7 +9,7 @@ on a CPU with tiny shapes in seconds: ``python benchmarks/gpu/run_all.py --smoke
 
 Stages (each one's failure is printed and the next one runs; results are saved after every stage):
 1. small model (SmolLM2-135M shape, random weights): fp32 unpruned == stock, pruned == the masked
-   full-length reference (tests/reference.py), graph decode == eager decode; bf16 unpruned vs stock
+   full-length reference (sliminfer.testing.reference), graph decode == eager decode; bf16 unpruned vs stock
    closeness, pruned vs unpruned sanity, graph vs eager agreement;
 2. Llama-3.1-8B shape (random bf16 weights, the paper's schedule): graph-captured decode vs eager
    decode at a 16k prompt, 64 tokens, free-running and teacher-forced (agreement rate), per attention
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
@@ -158,7 +158,7 @@ def graph_vs_eager(pipe: SlimPipeline, ids: torch.Tensor, steps: int, attention:
 
 
 def check_small(p: dict[str, Any]) -> dict[str, Any]:
-    from reference import MaskedReference, greedy_decode_both
+    from sliminfer.testing.reference import MaskedReference, greedy_decode_both
 
     device, res = torch.device(p["device"]), {}
     config = pruning_config(p["small_config"])
