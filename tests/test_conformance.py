@@ -120,8 +120,8 @@ def test_an_adapter_for_a_model_type_without_a_tiny_model_is_skipped() -> None:
 def test_options_that_do_not_fit_are_refused_before_any_check_runs() -> None:
     with pytest.raises(Exception, match="pruning.schedule.budgets"):
         conformance_checks("schedule", "fixed", {"layers": [1]}, BUILTINS)
-    with pytest.raises(ValueError, match="no checks for kind 'attention'"):
-        conformance_checks("attention", "sdpa", registry=BUILTINS)
+    with pytest.raises(ValueError, match="no checks for kind 'prefill'"):
+        conformance_checks("prefill", "dense", registry=BUILTINS)
 
 
 def test_check_all_runs_every_entry_and_lists_every_failure(monkeypatch) -> None:
@@ -137,14 +137,14 @@ def test_check_all_runs_every_entry_and_lists_every_failure(monkeypatch) -> None
         monkeypatch.setitem(KIND_CHECKS, kind, KindChecks(table.section, (stand_in,)))
     outcomes = check_all(_registry())
     assert outcomes.pop("adapter-mistral-stand_in-mistral").startswith("skipped: adapter 'mistral' on a tiny mistral")
-    assert set(outcomes.values()) == {"passed"} and len(outcomes) == 2 * (2 + 2 + 2) + 3  # scorers, schedules, caches; adapters
+    assert set(outcomes.values()) == {"passed"} and len(outcomes) == 2 * (2 + 2 + 2 + 1) + 3  # scorers, schedules, caches, attention; adapters
 
     registry = _registry(random=RandomScorer)
     seen.clear()
     with pytest.raises(AssertionError) as info:
         check_all(registry, options={("schedule", "ratio"): {"layers": [0]}})
     message = str(info.value)
-    assert message.startswith("3 of 17 conformance checks failed:\n"), message
+    assert message.startswith("3 of 19 conformance checks failed:\n"), message
     assert "scorer 'random' on a tiny llama: check stand_in failed: made up: block size 16" in message
     assert "scorer 'random' on a tiny qwen3: check stand_in failed" in message
     assert "schedule 'ratio' cannot be set up on a tiny model: pruning.schedule" in message
