@@ -22,6 +22,7 @@ def _builtins() -> object:
 
 _registry.provide_builtins(_builtins)
 
+#: the one version source: pyproject.toml reads it (``[tool.setuptools.dynamic]``), so it is never written twice
 __version__ = "0.1.0"
 
 __all__ = [

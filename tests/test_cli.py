@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import pytest
+import torch
+import transformers
 
+from sliminfer import __version__
 from sliminfer.cli.main import main
+
+
+def test_version_names_sliminfer_torch_and_transformers(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code in (0, None)  # argparse exits 0 (as None)
+    out = capsys.readouterr().out
+    assert out.splitlines() == [f"sliminfer {__version__}",
+                                f"torch {torch.__version__}, transformers {transformers.__version__}"]
 
 
 def test_config_validate_and_show(capsys) -> None:

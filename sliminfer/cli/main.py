@@ -7,7 +7,9 @@ import importlib
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
+from sliminfer import __version__
 from sliminfer.core.errors import SlimInferError
 
 COMMANDS = ("demo", "run", "plugins", "config", "bench", "eval")
@@ -17,6 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sliminfer", description="Fast long-context inference by pruning prompt tokens mid-model (SlimInfer)."
     )
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the versions of sliminfer, torch and transformers, and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         try:
@@ -42,6 +46,21 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
     if overrides:
         args.overrides = [*args.overrides, *overrides]
     return args
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: sliminfer's version, then the torch and transformers it runs with (what a bug report
+    needs). An action rather than a version string so transformers is imported only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        import torch
+        import transformers
+
+        print(f"sliminfer {__version__}\ntorch {torch.__version__}, transformers {transformers.__version__}")
+        parser.exit()  # stdout and exit 0, as argparse's own version action
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
