@@ -2,9 +2,74 @@
 
 from __future__ import annotations
 
-import pytest
+import logging
+import warnings
+from collections.abc import Iterator
+from importlib.metadata import EntryPoint
+from pathlib import Path
 
-from sliminfer.cli.main import main
+import pytest
+import torch
+import transformers
+
+from sliminfer import __version__
+from sliminfer.cli.main import log_level, main
+from sliminfer.core import registry as registry_module
+from sliminfer.core.registry import BLOCK_ENV, reset_registry
+
+
+def test_version_names_sliminfer_torch_and_transformers(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code in (0, None)  # argparse exits 0 (as None)
+    out = capsys.readouterr().out
+    assert out.splitlines() == [f"sliminfer {__version__}",
+                                f"torch {torch.__version__}, transformers {transformers.__version__}"]
+
+
+@pytest.fixture
+def observer_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """One entry-point plugin that loads (an observer), and a blocked name matching none (a typo): loading
+    the registry then logs an INFO record ("loaded plugin") and warns once."""
+    (tmp_path / "slimtest_cli_observer.py").write_text(
+        "from sliminfer import hookimpl\n\n@hookimpl\ndef sliminfer_prune(event):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    declared = [EntryPoint(name="observer", value="slimtest_cli_observer", group="sliminfer")]
+    monkeypatch.setattr(registry_module, "plugin_entry_points", lambda: declared)
+    monkeypatch.setenv(BLOCK_ENV, "no_such_plugin")
+    reset_registry()
+    yield
+    reset_registry()
+
+
+@pytest.mark.parametrize(("flags", "info", "warning"), [
+    ([], False, True), (["-v"], True, True), (["--verbose", "-v"], True, True), (["-q"], False, False),
+], ids=["default", "verbose", "very-verbose", "quiet"])
+def test_verbosity_flags(flags: list[str], info: bool, warning: bool, observer_plugin: None, capsys) -> None:
+    """Records of the sliminfer logger and Python warnings reach stderr as the flags say; stdout holds
+    only the result; afterwards the package logger is as it was (only the library's NullHandler)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # each case warns, not only the first (Python shows a warning once)
+        assert main([*flags, "plugins"]) == 0
+    out, err = capsys.readouterr()
+    assert "observer" not in out and "sliminfer: warning: plugin 'no_such_plugin'" not in out
+    assert ("sliminfer: info: loaded plugin 'observer' (slimtest_cli_observer)" in err) is info
+    assert ("sliminfer: warning: " in err and "blocking it does nothing" in err) is warning
+    package = logging.getLogger("sliminfer")
+    assert package.level == logging.NOTSET
+    assert all(isinstance(handler, logging.NullHandler) for handler in package.handlers)
+
+
+def test_log_levels_of_the_flags() -> None:
+    assert [log_level(n, quiet=False) for n in range(4)] == [logging.WARNING, logging.INFO, logging.DEBUG,
+                                                            logging.DEBUG]
+    assert log_level(0, quiet=True) == logging.ERROR
+
+
+def test_verbose_and_quiet_exclude_each_other(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["-v", "-q", "plugins"])
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
 def test_config_validate_and_show(capsys) -> None:

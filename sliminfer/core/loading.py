@@ -8,6 +8,8 @@ possible, and reported with the field that caused it.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +22,8 @@ from sliminfer.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -38,7 +42,11 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def resolve_source(source: str) -> Path:
     """A checkpoint directory for ``model.source``: the packaged default model, or a local directory."""
-    from sliminfer.assets.default_model import default_model_dir, is_default_model_name, verify_checkpoint
+    from sliminfer.assets.default_model import (
+        default_model_dir,
+        is_default_model_name,
+        verify_checkpoint,
+    )
 
     if is_default_model_name(source):
         return default_model_dir()
@@ -94,12 +102,16 @@ def load_model(
     has_tokenizer = any((path / name).exists() for name in ("tokenizer.json", "tokenizer.model", "vocab.json"))
     with _unreadable_checkpoint(section, "tokenizer files"):  # cheap: read it before the weights
         tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer else None
+    start = time.perf_counter()
     with _unreadable_checkpoint(section, "weights"):
         if section.random_init:
             model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation=section.attention)
         else:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=section.attention)
     model.to(device).eval()
+    log.info("loaded %s (%s, %d layers%s) on %s as %s in %.1f s", path, hf_config.model_type,
+             hf_config.num_hidden_layers, ", random weights" if section.random_init else "", device, dtype,
+             time.perf_counter() - start)
     return model, tokenizer
 
 

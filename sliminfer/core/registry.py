@@ -29,6 +29,7 @@ so pluggy stays out of the per-token loop.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -41,7 +42,12 @@ from pydantic import BaseModel, ValidationError
 
 from sliminfer.cache.base import KVCacheManager
 from sliminfer.core.config import SlimConfig, StrategySpec, config_error_from_validation
-from sliminfer.core.errors import ConfigError, SlimInferError, UnknownNameError, UnsupportedModelError
+from sliminfer.core.errors import (
+    ConfigError,
+    SlimInferError,
+    UnknownNameError,
+    UnsupportedModelError,
+)
 from sliminfer.core.hooks import HOOKS, PROJECT, Hookspecs, Register, hookimpl
 from sliminfer.core.strategy import Strategy
 from sliminfer.models.base import ModelAdapter
@@ -56,6 +62,9 @@ BLOCK_ENV = "SLIMINFER_BLOCK_PLUGINS"
 KINDS = ("scorer", "schedule", "cache", "attention", "adapter")
 BUILTINS = "sliminfer.builtins"  # the built-ins' plugin name (the module sliminfer/__init__.py provides)
 BUILTIN_NAMES = frozenset({BUILTINS, "builtins"})  # what a user may write to mean the built-ins
+
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -162,12 +171,15 @@ class Registry:
         """Load each declared plugin on its own, so a broken one is named and the others still load."""
         self._check_blocked(sorted(entry_point.name for entry_point in declared))
         if "*" in self.blocked:
+            log.info("no entry-point plugin loaded: %s=*", BLOCK_ENV)
             return
         for entry_point in declared:
-            if entry_point.name not in self.blocked:
-                error = self._load_entry_point(entry_point)
-                if error is not None:
-                    self.broken.append(error)
+            if entry_point.name in self.blocked:
+                log.info("plugin %r (%s) not loaded: blocked by %s", entry_point.name, entry_point.value, BLOCK_ENV)
+                continue
+            error = self._load_entry_point(entry_point)
+            if error is not None:
+                self.broken.append(error)
 
     def _check_blocked(self, installed: list[str]) -> None:
         """Refuse blocking the built-ins (it only surfaced later as "Available: (none)"); warn on a typo."""
@@ -193,8 +205,11 @@ class Registry:
                     self.blocked,
                 )
             self.register_plugin(plugin, name=entry_point.name)
-        except Exception as exc:  # noqa: BLE001 (anything a plugin's import or registration raises)
+        except Exception as exc:  # anything a plugin's import or registration raises
+            # the error the user sees is one line; -vv shows where inside the plugin it failed
+            log.debug("plugin %r (%s) failed to load", entry_point.name, entry_point.value, exc_info=True)
             return PluginError.caused_by(entry_point, exc, self.blocked)
+        log.info("loaded plugin %r (%s)", entry_point.name, entry_point.value)
         return None
 
     def raise_if_broken(self) -> None:

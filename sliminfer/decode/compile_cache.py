@@ -12,6 +12,7 @@ leaves torch's own choice alone. The variable is set for the whole process (indu
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,8 @@ INDUCTOR_DIR = "TORCHINDUCTOR_CACHE_DIR"
 #: set by the user before sliminfer was imported (inductor sets it itself on its first compile)
 _USER_DIR = os.environ.get(INDUCTOR_DIR)
 
+log = logging.getLogger(__name__)
+
 
 def compile_cache_enabled() -> bool:
     """``SLIMINFER_COMPILE_CACHE``: unset, empty or ``1`` (on), or ``0`` (off); anything else is refused."""
@@ -41,9 +44,12 @@ def use_compile_cache() -> Path | None:
     """Point inductor at sliminfer's compile cache (unless switched off or the user chose a folder);
     returns the folder inductor will use when it is sliminfer's, else None."""
     if _USER_DIR or not compile_cache_enabled():
+        log.debug("torch.compile cache: torch's own choice (%s)",
+                  f"{INDUCTOR_DIR}={_USER_DIR}" if _USER_DIR else f"{SWITCH}=0")
         return None
     path = cache_subdir("compile")
     os.environ[INDUCTOR_DIR] = str(path)
+    log.debug("torch.compile cache: %s", path)
     return path
 
 

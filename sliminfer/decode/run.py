@@ -9,6 +9,7 @@ does: its selection and block copies run inside the graph).
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from sliminfer.cache.base import KVCacheManager
     from sliminfer.core.forward import StagedForward
     from sliminfer.core.pipeline import SlimPipeline
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,7 +95,11 @@ def _generic_run(forward: StagedForward, cache: KVCacheManager, ids: torch.Tenso
     prefill = forward.prefill(ids, cache)
     first = prefill.logits.argmax(dim=-1, keepdim=True)
     ttft = now(device) - start
-    if decoder is None or not decoder.fits(prefill, max_new_tokens):
+    if decoder is not None and decoder.fits(prefill, max_new_tokens):
+        log.debug("reusing the static decoder of an earlier request (its buffers and graph)")
+    else:
+        if decoder is not None:
+            log.info("the earlier static decoder does not fit this request; building a new one")
         decoder = StaticDecoder.for_prefill(forward.adapter, prefill, max_new_tokens, options)
     decoder.load(prefill, first)
     cache.setup(forward.adapter.num_layers, 0)  # drop the prefill's own buffers, if any

@@ -28,6 +28,7 @@ decoder's buffers during the prefill, and then nothing is copied.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     from sliminfer.cache.base import KVCacheManager
     from sliminfer.core.results import PrefillResult
     from sliminfer.models.base import ModelAdapter
+
+log = logging.getLogger(__name__)
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -118,6 +121,10 @@ class StaticDecoder:
         with torch.inference_mode():
             self._allocate()
         self._step_fn = self._compiled_step() if compile else self._step
+        log.info("new %s on %s: %d layers, capacities %d-%d tokens, %d new tokens; kernel %s, CUDA graph %s, "
+                 "compiled %s, fused projections %s", type(self).__name__, self.device, adapter.num_layers,
+                 min(self.capacities), max(self.capacities), max_new_tokens, self.attention, self.use_graph,
+                 compile, self.fused is not None)
 
     @staticmethod
     def _check_tensor_parallel(adapter: ModelAdapter, graph: bool, compile: bool) -> None:
@@ -261,9 +268,13 @@ class StaticDecoder:
         except Exception as exc:  # noqa: BLE001 - fall back to running the static step eagerly
             self.graph = None
             self.graph_error = f"{type(exc).__name__}: {exc}"
+            log.warning("static decode: CUDA graph capture failed (%s); decoding without a graph and "
+                        "uncompiled (slower)", " ".join(self.graph_error.split())[:300])
             self._uncompile()
             torch.cuda.synchronize(self.device)
         self.capture_s = time.perf_counter() - start
+        if self.graph is not None:
+            log.debug("captured the static decode step as a CUDA graph in %.1f s", self.capture_s)
 
     def _step(self) -> torch.Tensor:
         return self._segment(None, 0, self.adapter.num_layers)
