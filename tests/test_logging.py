@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import tiny_model
 
 from sliminfer import SlimPipeline
 from sliminfer.assets import cache_dir
@@ -23,6 +22,7 @@ from sliminfer.core import registry as registry_module
 from sliminfer.core.registry import Registry
 from sliminfer.decode.run import static_generate
 from sliminfer.decode.static import StaticDecoder
+from sliminfer.testing.tiny_models import tiny_model
 
 
 def _records(caplog: pytest.LogCaptureFixture, level: int, name: str) -> list[str]:
