@@ -17,14 +17,13 @@ import contextlib
 
 import pytest
 import torch
-from transformers import DynamicCache
 
 from sliminfer import ConfigError, SlimPipeline, load_config
 from sliminfer.cache.base import NoOptions
 from sliminfer.cache.gpu_resident import GPUResidentCache
 from sliminfer.cache.offload import OffloadConfig, OffloadingKVManager
 from sliminfer.strategies.token_unit import TokenUnitConfig, TokenUnitScorer
-from sliminfer.testing.reference import layer_mask, stock_queries
+from sliminfer.testing.reference import MaskedReference, stock_queries
 from sliminfer.testing.tiny_models import ARCHS, tiny_model
 
 BLOCK, UNIT = 16, 4
@@ -108,10 +107,10 @@ def test_the_gpu_resident_cache_prefills_whole() -> None:
 
 
 # 2. selection: an independent masked reference -------------------------------------------------------
-class SelectingReference:
+class SelectingReference(MaskedReference):
     """Full-length stock forward; each layer's attention mask is replaced through a pre-hook.
 
-    Prefill: layer i sees the prompt positions it kept (as sliminfer.testing.reference). Decode step t:
+    Prefill: layer i sees the prompt positions it kept (MaskedReference's own mask). Decode step t:
     layer i sees all generated tokens, its tail (resident tokens after the last full block) and the
     resident blocks of its active set A_t(i), derived here: with K = max(sink + 1, (budget - tail) // block)
     blocks (all if K >= full blocks), S(q) = sink blocks + last full block + the top blocks by the
@@ -120,13 +119,10 @@ class SelectingReference:
     """
 
     def __init__(self, model, kept: list[torch.Tensor], budget: int, window: int, gamma: float, sink: int = 1):
-        self.model, self.kept = model, [k.cpu() for k in kept]
+        super().__init__(model, kept)
         self.budget, self.window, self.gamma, self.sink = budget, window, gamma, sink
         self.scorer = TokenUnitScorer(TokenUnitConfig(block_size=BLOCK, unit_size=UNIT, window=window))
-        self.cache = DynamicCache()
-        self.n_prompt = int(self.kept[0].numel())
-        self.seen = 0
-        self.step = -1
+        self.t = -1  # decode step (-1: the prefill)
         n_layers = len(kept)
         self.queries: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
         self.active: list[set[int] | None] = [None] * n_layers
@@ -146,7 +142,7 @@ class SelectingReference:
 
     def _decode_mask(self, layer: int, attn, kwargs) -> torch.Tensor:
         q = stock_queries(attn, kwargs["hidden_states"], kwargs["position_embeddings"])
-        t = self.step
+        t = self.t
         if t == 0:
             self.active[layer] = self._select(layer, q)
         else:
@@ -166,31 +162,15 @@ class SelectingReference:
         allowed[self.n_prompt :] = True
         return allowed[None, None, None, :]
 
-    def _run(self, ids: torch.Tensor, decode: bool) -> torch.Tensor:
-        n, positions = ids.shape[1], torch.arange(ids.shape[1])
-        masks = None if decode else [layer_mask(kept, self.n_prompt, positions, n) for kept in self.kept]
-        handles = []
-        for i, layer in enumerate(self.model.model.layers):
-            def pre(module, args, kwargs, i=i):
-                kwargs["attention_mask"] = self._decode_mask(i, module, kwargs) if decode else masks[i]
-                return args, kwargs
-
-            handles.append(layer.self_attn.register_forward_pre_hook(pre, with_kwargs=True))
-        try:
-            with torch.inference_mode():
-                out = self.model(ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
-        finally:
-            for h in handles:
-                h.remove()
-        self.seen += ids.shape[1]
-        return out.logits[:, -1]
-
-    def prefill(self, ids: torch.Tensor) -> torch.Tensor:
-        return self._run(ids, decode=False)
+    def _before_attention(self, layer: int, attn, kwargs) -> None:
+        if self.t < 0:
+            super()._before_attention(layer, attn, kwargs)
+        else:
+            kwargs["attention_mask"] = self._decode_mask(layer, attn, kwargs)
 
     def step_token(self, token: torch.Tensor) -> torch.Tensor:
-        self.step += 1
-        return self._run(token.reshape(1, 1), decode=True)
+        self.t += 1
+        return self._run(token.reshape(1, 1))
 
 
 def _active_sets(cache: OffloadingKVManager) -> list[set[int]]:
