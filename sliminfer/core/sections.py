@@ -174,11 +174,21 @@ class DecodeSection(ConfigModel):
     )
     graph: bool | None = Field(None, description="Replay the static step as a CUDA graph (null: on CUDA devices).")
     compile: bool | None = Field(None, description="torch.compile the static step (null: on CUDA devices).")
-    fuse: bool = Field(
-        True,
-        description="Run q/k/v and gate/up as one matmul each from the decoder's own copies of those weights "
-        "(faster; one extra copy of them while the decoder lives). false: no copy.",
+    fuse: Literal[True, False, "qkv"] | None = Field(
+        None,
+        description="true: run q/k/v and gate/up as one matmul each from the decoder's own copies of those "
+        "weights (faster; one extra copy of them, about 56% of a Llama's weights, while the decoder lives); "
+        "qkv: fuse q/k/v only (about 9% of the weights); false: no copy. null: the decoder's own choice, true "
+        "for the GPU-resident cache and qkv for a cache manager that exists to save GPU memory (offload).",
     )
+
+    @field_validator("fuse", mode="before")
+    @classmethod
+    def _fuse_is_not_a_number(cls, value: Any) -> Any:
+        """A Literal of booleans would take 1 and 0 as true and false: refuse them, as the strict bools do."""
+        if not isinstance(value, bool | str | None):
+            raise ValueError("Input should be a valid boolean (true, false), 'qkv' or null")
+        return value
 
 
 class SlimConfig(ConfigModel):

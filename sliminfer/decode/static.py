@@ -63,17 +63,19 @@ class StaticDecoder:
     :meth:`tokens`. A decoder serves any later prompt whose layers fit (:meth:`fits`), reusing its
     graph: capture once, replay for every request.
 
-    ``options`` is the ``decode:`` section (kernel, graph, compile, fuse). With ``fuse`` (the default)
-    each layer's q/k/v and gate/up run as one matmul each, from copies of those weights that the decoder
+    ``options`` is the ``decode:`` section (kernel, graph, compile, fuse). With ``fuse: true`` (this
+    decoder's default, :attr:`default_fuse`) each layer's q/k/v and gate/up run as one matmul each, from copies of those weights that the decoder
     holds (:attr:`fused`; decoders of one adapter alive at once share them). The cost is one extra copy
     of the attention q/k/v and MLP gate/up weights on the device (about 56% of a Llama-3-8B's weights)
-    for as long as the decoder lives; ``fuse: false`` keeps no copy and calls the model's modules (three
+    for as long as the decoder lives; ``fuse: qkv`` copies q/k/v only (about 9%); ``fuse: false`` keeps no copy and calls the model's modules (three
     more launches per layer and step). Layers whose linears are not plain ``torch.nn.Linear``
     (quantized, LoRA-wrapped, hooked) always run through their own modules.
     """
 
     #: a later request whose prompt fits may reuse this decoder, its buffers and graph
     reusable: ClassVar[bool] = True
+    #: what ``decode.fuse: null`` means for this decoder: q/k/v and gate/up (True), q/k/v only ("qkv")
+    default_fuse: ClassVar[bool | str] = True
 
     def __init__(
         self,
@@ -113,7 +115,8 @@ class StaticDecoder:
         self._steps_done: int | None = None  # decode steps since the last load (None: nothing loaded)
         # q/k/v and gate/up as one matmul each, from this decoder's own copies of those weights (shared
         # with any other live decoder of the adapter); the model is not changed. See FusedProjections.
-        self.fused = fuse_projections(adapter) if options.fuse else None
+        fuse = self.default_fuse if options.fuse is None else options.fuse
+        self.fused = fuse_projections(adapter, gate_up=fuse is True) if fuse else None
         self._parts = bind_decode_parts(adapter, self.fused)
         self._scales = [self._parts.scale(i) for i in range(adapter.num_layers)]
         self._q_heads = adapter.num_q_heads

@@ -71,6 +71,9 @@ class OffloadStaticDecoder(StaticDecoder):
     """Static decode for a prompt whose KV the offload manager holds (see the module docstring)."""
 
     reusable: ClassVar[bool] = False  # it holds its request's host KV and slot state
+    #: q/k/v only: the gate/up copy (about 47% of a Llama's weights) would cost more GPU memory than the
+    #: offload saves, for one launch less per layer (H200, 8B shape at 128k: benchmarks/results/)
+    default_fuse: ClassVar[bool | str] = "qkv"
 
     def __init__(self, adapter: ModelAdapter, manager: OffloadingKVManager, max_new_tokens: int,
                  options: DecodeSection) -> None:
