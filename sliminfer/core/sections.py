@@ -156,7 +156,7 @@ class GenerationSection(ConfigModel):
         return value
 
 
-DecodeKernel = Literal["auto", "sdpa", "flash", "split"]
+DecodeKernel = Literal["auto", "sdpa", "flash", "split", "flex"]
 
 
 class DecodeSection(ConfigModel):
@@ -170,7 +170,8 @@ class DecodeSection(ConfigModel):
 
     mode: Literal["eager", "static"] = Field("eager", description="eager, or static (greedy; CUDA graph on GPUs).")
     kernel: DecodeKernel = Field(
-        "auto", description="Static decode attention: auto, sdpa, flash (FlashAttention varlen) or split (split-KV)."
+        "auto", description="Static decode attention: auto, sdpa, flash (FlashAttention varlen), split (split-KV) or "
+        "flex (FlexAttention's decoding kernel; compiled decodes only)."
     )
     graph: bool | None = Field(None, description="Replay the static step as a CUDA graph (null: on CUDA devices).")
     compile: bool | None = Field(None, description="torch.compile the static step (null: on CUDA devices).")

@@ -106,9 +106,9 @@ class OffloadStaticDecoder(StaticDecoder):
     @staticmethod
     def kernel(options: DecodeSection) -> str:
         """The attention kernel for ``options`` (refused before any work where this decoder has none)."""
-        if options.kernel not in ("auto", "split", "sdpa"):
+        if options.kernel not in ("auto", "split", "sdpa", "flex"):
             raise ConfigError("decode.kernel", options.kernel, "the offload manager's static decode takes 'auto', "
-                              "'split' or 'sdpa'")
+                              "'split', 'sdpa' or 'flex'")
         return "split" if options.kernel == "auto" else options.kernel
 
     # hand-over -----------------------------------------------------------------------------------------
