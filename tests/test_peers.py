@@ -28,13 +28,19 @@ from sliminfer.bench.shapes import shape_config
 from sliminfer.core.config import StrategySpec
 from sliminfer.core.pipeline import check_config_fits_checkpoint
 from sliminfer.core.registry import get_registry
-from sliminfer.strategies.block_selection import select_kept_indices
+from sliminfer.decode.run import static_generate
+from sliminfer.strategies.block_selection import (
+    blocks_to_keep,
+    select_kept_indices,
+    window_blocks,
+)
 from sliminfer.strategies.last_token import LastTokenConfig, LastTokenScorer
 from sliminfer.strategies.snapkv import SnapKVConfig, SnapKVScorer
 from sliminfer.testing.reference import (
     MaskedReference,
     ScoringReference,
     greedy_decode_both,
+    pipeline_greedy,
     stock_queries,
 )
 from sliminfer.testing.tiny_models import random_prompt, tiny_model
@@ -184,10 +190,28 @@ def test_snapkv_works_with_the_fixed_and_ratio_schedules(schedule: dict) -> None
 
 
 def test_window_blocks_are_kept_whatever_the_scores() -> None:
-    """With single-token blocks and a window of 8 the last 8 tokens are kept even when they score lowest."""
+    """With single-token blocks and a window of 8 the last 8 tokens are kept even when they score lowest,
+    and the budget cannot go below the sink and the window."""
     scores = torch.cat([torch.ones(40), torch.zeros(8)])
     kept = select_kept_indices(scores, 48, 1, 20, window=8).tolist()
     assert kept[:1] == [0] and kept[-8:] == list(range(40, 48)) and len(kept) == 20
+    assert blocks_to_keep(48, 1, 4, window=8) == 9 and blocks_to_keep(9, 1, 4, window=8) is None
+    # blocks holding a window token: the tail holds 40 of 1000 tokens in blocks of 64
+    assert [window_blocks(1000, 64, w) for w in (1, 4, 40, 41, 104, 105)] == [1, 1, 1, 1, 1, 2]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_window_inside_the_last_block_and_tail_changes_no_selection(seed: int) -> None:
+    """SlimInfer's settings (a window no longer than the last block) keep exactly what they kept before
+    the window rule: the sink, the last full block, the tail and the best of the rest."""
+    gen = torch.Generator().manual_seed(seed)
+    for block, window in ((64, 4), (16, 4), (16, 16), (8, 1)):
+        n = int(torch.randint(6 * block, 40 * block, (1,), generator=gen))
+        scores = torch.randn(n // block, generator=gen)
+        keep = blocks_to_keep(n, block, n // 2, window=window)
+        assert keep == blocks_to_keep(n, block, n // 2)
+        assert torch.equal(select_kept_indices(scores, n, block, keep, window=window),
+                           select_kept_indices(scores, n, block, keep))
 
 
 # 3. GemFilter ---------------------------------------------------------------------------------------
@@ -236,10 +260,30 @@ def test_gemfilter_second_pass_is_the_stock_model_on_the_kept_ids(arch: str, bac
     for layer in range(6):  # its KV is the stock cache's of the kept ids at positions 0..119
         assert torch.equal(result.cache.layer_keys(layer), stock.past_key_values.layers[layer].keys), layer
         assert torch.equal(result.cache.layer_values(layer), stock.past_key_values.layers[layer].values), layer
+
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_gemfilter_decode_continues_at_the_kept_count(arch: str, monkeypatch) -> None:
+    """Generated tokens take positions m, m + 1, ... (not the prompt's length): the eager and the static
+    decode give ``model.generate``'s tokens and logits on the kept ids alone."""
+    model = tiny_model(arch, seed=5)
+    ids = random_prompt(N, seed=8)
+    pipe = SlimPipeline.from_pretrained(model, config=_gemfilter())
+    kept = pipe.prefill(ids).filtered.kept
     with torch.inference_mode():
-        want = model.generate(ids[:, kept], do_sample=False, max_new_tokens=8, min_new_tokens=8)
-    assert pipe.generate(ids, max_new_tokens=8).token_ids == want[0, 120:].tolist()
-    assert pipe.generate(ids, max_new_tokens=8, fast=True).token_ids == want[0, 120:].tolist()
+        want = model.generate(ids[:, kept], do_sample=False, max_new_tokens=8, min_new_tokens=8,
+                              output_logits=True, return_dict_in_generate=True)
+    positions, step = [], pipe.forward.decode_step
+    monkeypatch.setattr(pipe.forward, "decode_step",
+                        lambda token, position, cache: positions.append(position) or step(token, position, cache))
+    assert pipe.generate(ids, max_new_tokens=8).token_ids == want.sequences[0, 120:].tolist()
+    assert positions == list(range(120, 127))
+    _, logits = pipeline_greedy(pipe, pipe.prefill(ids, reserve_tokens=8), 7)
+    assert max((a - b).abs().max().item() for a, b in zip(logits, want.logits)) <= 1e-5
+    static = static_generate(pipe, ids, 8, options={"graph": False, "compile": False})
+    assert static.token_ids == want.sequences[0, 120:].tolist()
+    assert (static.decoder.logits - want.logits[-1]).abs().max().item() <= 1e-4  # its last step's
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])
@@ -378,3 +422,78 @@ def test_peer_presets_say_what_they_run() -> None:
     assert small[0].pruning.schedule.options["layers"] == [7, 14, 22]
     assert small[1].pruning.schedule.options == {"layers": [14], "budgets": [512]}
     assert (small[2].prompt_filter.options["layer"], small[2].prompt_filter.options["tokens"]) == (12, 256)
+
+
+def test_gemfilter_with_the_offload_manager_decodes_from_position_m(monkeypatch) -> None:
+    """The offload manager's own static decode (eager steps, then its decoder) continues at position m too:
+    with a decode budget that keeps every kept block active it gives the stock model's tokens on the kept ids."""
+    model = tiny_model("qwen3", seed=5)
+    ids = random_prompt(N, seed=8)
+    cache = {"name": "offload", "block_size": 16, "unit_size": 4, "decode_budget": 128, "recent_window": 2}
+    pipe = SlimPipeline.from_pretrained(model, config={**_gemfilter(), "cache": cache})
+    kept = pipe.prefill(ids).filtered.kept
+    with torch.inference_mode():
+        want = model.generate(ids[:, kept], do_sample=False, max_new_tokens=12, min_new_tokens=12)
+    positions, step = [], pipe.forward.decode_step
+    monkeypatch.setattr(pipe.forward, "decode_step",
+                        lambda token, position, cache: positions.append(position) or step(token, position, cache))
+    assert pipe.generate(ids, max_new_tokens=12, fast=True).token_ids == want[0, 120:].tolist()
+    assert positions == [120, 121]  # the eager steps before the offload decoder takes over
+
+
+# 5. tensor parallelism: the ranks combine their heads -------------------------------------------------
+TP_CONFIGS = {
+    "lazyllm": {"pruning": LAZYLLM},
+    "fastkv": {"pruning": FASTKV},
+    "gemfilter-dot": _gemfilter(3, 100),
+    "gemfilter-attention": _gemfilter(3, 100, score="attention", kernel_size=1),
+}
+
+
+def _tp_worker(rank: int, model_dir: str, port: int, out_dir: str) -> None:
+    import os
+
+    import torch.distributed as dist
+    from transformers import AutoModelForCausalLM
+    from transformers.distributed import DistributedConfig
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
+                                                     distributed_config=DistributedConfig(tp_size=2)).eval()
+        model.config._attn_implementation = "sdpa"
+        for name, config in TP_CONFIGS.items():
+            pipe = SlimPipeline.from_pretrained(model, config=config)
+            assert pipe.adapter.head_shards is not None and pipe.adapter.head_shards.local_q_heads == 2
+            result = pipe.prefill(random_prompt(N, seed=13))
+            torch.save({"kept": result.kept_positions, "logits": result.logits}, f"{out_dir}/{name}-{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_tensor_parallel_ranks_keep_what_one_process_keeps(tmp_path) -> None:
+    """Two gloo processes with transformers' TP plan (each holds half of the heads) keep, at every layer,
+    exactly the tokens one process keeps, so the scorers' and the filter's head means span both ranks."""
+    import socket
+
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is needed")
+    model = tiny_model("qwen3", seed=3)
+    model.save_pretrained(tmp_path / "model")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_tp_worker, args=(str(tmp_path / "model"), port, str(tmp_path)), nprocs=2, join=True)
+    for name, config in TP_CONFIGS.items():
+        one = SlimPipeline.from_pretrained(model, config=config).prefill(random_prompt(N, seed=13))
+        assert one.tokens_per_layer[-1] < N, name
+        for rank in range(2):
+            got = torch.load(tmp_path / f"{name}-{rank}.pt")
+            assert [k.tolist() for k in got["kept"]] == [k.tolist() for k in one.kept_positions], (name, rank)
+            assert (got["logits"] - one.logits).abs().max().item() <= 1e-5, (name, rank)
