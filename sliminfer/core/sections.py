@@ -4,9 +4,10 @@ Kept apart from :mod:`sliminfer.core.config`, which reads a config (presets, YAM
 pydantic's errors into ConfigErrors, so each stays small; that module re-exports everything here, the
 import path strategies and callers use.
 
-Strategy sections (``pruning.scorer``, ``pruning.schedule``, ``cache``, ``attention``) are written flat in
-YAML (``{name: token_unit, block_size: 64}``); their options are validated by the config model that the
-named strategy registered (see :mod:`sliminfer.core.registry`). This module names no strategy.
+Strategy sections (``pruning.scorer``, ``pruning.schedule``, ``cache``, ``attention``, ``prompt_filter``) are
+written flat in YAML (``{name: token_unit, block_size: 64}``); their options are validated by the config
+model that the named strategy registered (see :mod:`sliminfer.core.registry`). This module names no
+strategy.
 """
 
 from __future__ import annotations
@@ -127,6 +128,11 @@ class AttentionSection(StrategySpec):
         return layers
 
 
+class PromptFilterSection(StrategySpec):
+    """A prompt filter (:mod:`sliminfer.strategies.prompt_filter`): a first pass over the whole prompt chooses
+    the tokens the prefill then runs on, positions re-encoded (GemFilter: ``{name: gemfilter, layer: 13}``)."""
+
+
 class GenerationSection(ConfigModel):
     """Decoding defaults; every field can be overridden per `generate` call."""
 
@@ -201,6 +207,9 @@ class SlimConfig(ConfigModel):
     attention: AttentionSection | None = Field(
         None, description="Absent or null: every layer's prefill attention is its own module's."
     )
+    prompt_filter: PromptFilterSection | None = Field(
+        None, description="Absent or null: the prefill runs on the whole prompt."
+    )
     generation: GenerationSection = Field(default_factory=GenerationSection)
     decode: DecodeSection = Field(default_factory=DecodeSection)
 
@@ -216,6 +225,7 @@ __all__ = [
     "DecodeSection",
     "GenerationSection",
     "ModelSection",
+    "PromptFilterSection",
     "PruningSection",
     "SlimConfig",
     "StrategySpec",

@@ -202,7 +202,7 @@ class StaticDecoder:
             self.bias[layer].fill_(float("-inf"))
             self.bias[layer][..., :n] = 0.0
         self.lens.copy_(torch.tensor(tokens, dtype=torch.long))
-        self.n_prompt.fill_(prefill.prompt_tokens)
+        self.n_prompt.fill_(prefill.next_position)
         self.step.zero_()
         self.token.copy_(first_token.reshape(1, 1))
         self.generated.zero_()

@@ -264,7 +264,7 @@ class OffloadStaticRun(StaticRun):
         token = prefill.logits.argmax(dim=-1, keepdim=True)
         ttft = now(device) - start
         tokens = [int(token)]
-        position = prefill.prompt_tokens
+        position = prefill.next_position
         for _ in range(min(cache.config.recent_window, max_new_tokens - 1)):
             token = forward.decode_step(token, position, cache).argmax(dim=-1, keepdim=True)
             tokens.append(int(token))
