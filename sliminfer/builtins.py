@@ -9,6 +9,10 @@ from sliminfer.strategies.attention_unit import AttentionUnitScorer
 from sliminfer.strategies.dense_attention import DenseAttention
 from sliminfer.strategies.fixed_schedule import FixedBudgetSchedule
 from sliminfer.strategies.ratio_schedule import RatioSchedule
+from sliminfer.strategies.sparse_attention.strategy import (
+    FlexPrefillAttention,
+    MInferenceAttention,
+)
 from sliminfer.strategies.token_unit import TokenUnitScorer
 
 
@@ -21,5 +25,7 @@ def sliminfer_register(register: Register) -> None:
     register.cache_manager("gpu", GPUResidentCache)
     register.cache_manager("offload", OffloadingKVManager)
     register.attention("dense", DenseAttention)
+    register.attention("minference", MInferenceAttention)
+    register.attention("flexprefill", FlexPrefillAttention)
     for adapter in (LlamaAdapter, Qwen2Adapter, Qwen3Adapter):
         register.model_adapter(adapter)

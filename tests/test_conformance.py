@@ -16,6 +16,7 @@ from sliminfer.core.registry import KINDS, Registry, hookimpl
 from sliminfer.models.llama import LlamaAdapter
 from sliminfer.strategies.base import Scorer
 from sliminfer.testing import (
+    CHECKED_ARCHS,
     KIND_CHECKS,
     Check,
     KindChecks,
@@ -124,6 +125,16 @@ def test_options_that_do_not_fit_are_refused_before_any_check_runs() -> None:
         conformance_checks("prefill", "dense", registry=BUILTINS)
 
 
+def _stand_in_outcomes(registry: Registry, cannot_set_up: frozenset[tuple[str, str]] = frozenset()) -> int:
+    """The outcomes :func:`check_all` reports with one stand-in check per kind: one per tiny model an entry
+    runs on (each of :data:`CHECKED_ARCHS`; an adapter, its own type), one for an entry it cannot set up."""
+    count = 0
+    for kind, entries in registry.entries.items():
+        per_entry = 1 if KIND_CHECKS[kind].section is None else len(CHECKED_ARCHS)
+        count += sum(1 if (kind, name) in cannot_set_up else per_entry for name in entries)
+    return count
+
+
 def test_check_all_runs_every_entry_and_lists_every_failure(monkeypatch) -> None:
     """With the table's checks replaced by a fast stand-in: each entry on each of its tiny models; one
     strategy's failures and an entry that cannot be set up are reported together, after all ran."""
@@ -135,16 +146,18 @@ def test_check_all_runs_every_entry_and_lists_every_failure(monkeypatch) -> None
 
     for kind, table in KIND_CHECKS.items():
         monkeypatch.setitem(KIND_CHECKS, kind, KindChecks(table.section, (stand_in,)))
-    outcomes = check_all(_registry())
+    registry = _registry()
+    outcomes = check_all(registry)
     assert outcomes.pop("adapter-mistral-stand_in-mistral").startswith("skipped: adapter 'mistral' on a tiny mistral")
-    assert set(outcomes.values()) == {"passed"} and len(outcomes) == 2 * (2 + 2 + 2 + 1) + 3  # scorers, schedules, caches, attention; adapters
+    assert set(outcomes.values()) == {"passed"} and len(outcomes) == _stand_in_outcomes(registry) - 1
 
     registry = _registry(random=RandomScorer)
     seen.clear()
     with pytest.raises(AssertionError) as info:
         check_all(registry, options={("schedule", "ratio"): {"layers": [0]}})
     message = str(info.value)
-    assert message.startswith("3 of 19 conformance checks failed:\n"), message
+    total = _stand_in_outcomes(registry, cannot_set_up=frozenset({("schedule", "ratio")}))
+    assert message.startswith(f"3 of {total} conformance checks failed:\n"), message
     assert "scorer 'random' on a tiny llama: check stand_in failed: made up: block size 16" in message
     assert "scorer 'random' on a tiny qwen3: check stand_in failed" in message
     assert "schedule 'ratio' cannot be set up on a tiny model: pruning.schedule" in message

@@ -48,6 +48,11 @@ CONCRETE = {
     "sliminfer.strategies.token_unit",
     "sliminfer.strategies.fixed_schedule",
     "sliminfer.strategies.ratio_schedule",
+    "sliminfer.strategies.sparse_attention",
+    "sliminfer.strategies.sparse_attention.blocks",
+    "sliminfer.strategies.sparse_attention.estimate",
+    "sliminfer.strategies.sparse_attention.kernel",
+    "sliminfer.strategies.sparse_attention.strategy",
 }
 
 
@@ -311,7 +316,7 @@ def test_registry_imports_alone_without_concrete_strategies() -> None:
     assert {"token_unit", "attention_unit"} <= set(entries["scorer"])  # installed plugins may add more
     assert {"fixed", "ratio"} <= set(entries["schedule"])
     assert {"gpu", "offload"} <= set(entries["cache"])
-    assert {"dense"} <= set(entries["attention"])
+    assert {"dense", "flexprefill", "minference"} <= set(entries["attention"])
     assert {"llama", "qwen2", "qwen3"} <= set(entries["adapter"])
 
 
