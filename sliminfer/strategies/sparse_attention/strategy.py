@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from pydantic import Field
@@ -41,6 +41,12 @@ if TYPE_CHECKING:
     from sliminfer.models.base import ModelAdapter
 
 log = logging.getLogger(__name__)
+
+
+class Estimate(Protocol):
+    """What an estimator gives (:mod:`.estimate`): a score per block of each head's grid."""
+
+    def scores(self) -> torch.Tensor: ...
 
 
 class SparseAttentionConfig(AttentionConfig):
@@ -101,22 +107,24 @@ class SparseAttention(AttentionStrategy, ABC):
         return out.transpose(1, 2).reshape(b, n, -1)
 
     def select(self, query: torch.Tensor, key: torch.Tensor, scale: float) -> BlockSelection:
-        """The blocks each head computes: the method's own rule, or the ``density`` override's top blocks."""
+        """The blocks each head computes: the method's own rule, or the ``density`` override's top blocks
+        by the estimate's scores."""
+        estimate = self.estimate(query, key, scale)
         if self.config.density is not None:
-            grid = top_density(self.block_scores(query, key, scale), self.config.density)
+            grid = top_density(estimate.scores(), self.config.density)
         else:
-            grid = self.block_keep(query, key, scale)
+            grid = self.keep(estimate)
         return BlockSelection.from_grid(grid, self.config.block_size, query.shape[2])
 
     @abstractmethod
-    def block_keep(self, query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
-        """The method's kept-block grid ``[b, q_heads, blocks, blocks]`` (booleans; causality, the sink and
-        the diagonal are added by :meth:`BlockSelection.from_grid`)."""
+    def estimate(self, query: torch.Tensor, key: torch.Tensor, scale: float) -> Estimate:
+        """The method's estimate of each head's attention (its ``scores()``: ``[b, q_heads, blocks, blocks]``,
+        higher kept first under a fixed ``density``)."""
 
     @abstractmethod
-    def block_scores(self, query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
-        """Per block of the grid, its estimated attention ``[b, q_heads, blocks, blocks]`` (higher: kept
-        first under a fixed ``density``)."""
+    def keep(self, estimate: Any) -> torch.Tensor:
+        """The method's kept-block grid ``[b, q_heads, blocks, blocks]`` from its ``estimate`` (booleans;
+        causality, the sink and the diagonal are added by :meth:`BlockSelection.from_grid`)."""
 
 
 class MInferenceConfig(SparseAttentionConfig):
@@ -135,14 +143,11 @@ class MInferenceAttention(SparseAttention):
     Config = MInferenceConfig
     config: MInferenceConfig
 
-    def _estimate(self, query: torch.Tensor, key: torch.Tensor, scale: float) -> MInferenceEstimate:
+    def estimate(self, query: torch.Tensor, key: torch.Tensor, scale: float) -> MInferenceEstimate:
         return MInferenceEstimate.of(query, key, scale, self.config.block_size, self.config.last_queries)
 
-    def block_keep(self, query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
-        return self._estimate(query, key, scale).keep(self.config.vertical_size, self.config.slash_size)
-
-    def block_scores(self, query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
-        return self._estimate(query, key, scale).scores()
+    def keep(self, estimate: MInferenceEstimate) -> torch.Tensor:
+        return estimate.keep(self.config.vertical_size, self.config.slash_size)
 
 
 class FlexPrefillConfig(SparseAttentionConfig):
@@ -163,14 +168,11 @@ class FlexPrefillAttention(SparseAttention):
     Config = FlexPrefillConfig
     config: FlexPrefillConfig
 
-    def _estimate(self, query: torch.Tensor, key: torch.Tensor, scale: float) -> FlexPrefillEstimate:
+    def estimate(self, query: torch.Tensor, key: torch.Tensor, scale: float) -> FlexPrefillEstimate:
         return FlexPrefillEstimate.of(query, key, scale, self.config.block_size, self.config.tau)
 
-    def block_keep(self, query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
-        return self._estimate(query, key, scale).keep(self.config.gamma, self.config.min_budget)
-
-    def block_scores(self, query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
-        return self._estimate(query, key, scale).scores()
+    def keep(self, estimate: FlexPrefillEstimate) -> torch.Tensor:
+        return estimate.keep(self.config.gamma, self.config.min_budget)
 
 
 __all__ = [
