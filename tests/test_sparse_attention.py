@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -437,6 +438,21 @@ def test_preset_is_the_pruning_preset_plus_an_attention_section(name: str) -> No
     assert preset.model_copy(update={"attention": None}) == base
     defaults = {"flexprefill": FlexPrefillConfig, "minference": MInferenceConfig}[name]()
     assert get_registry().options("attention", preset.attention, "attention") == defaults  # written out
+
+
+@pytest.mark.parametrize("name", ["flexprefill", "minference"])
+def test_eval_configs_are_the_default_model_with_the_method(name: str) -> None:
+    """Alone and on top of the smollm2-135m preset (whose model section they share, as the eval needs),
+    each engaging from 1024 tokens."""
+    root = Path(__file__).resolve().parent.parent / "eval" / "configs"
+    alone = load_config(root / f"smollm2-135m-{name}.yaml")
+    pruned = load_config(root / f"smollm2-135m-pruned-{name}.yaml")
+    preset = load_config("smollm2-135m")
+    assert alone.pruning is None and alone.model == preset.model
+    assert pruned.model_copy(update={"attention": None}) == preset
+    for config in (alone, pruned):
+        assert config.attention.name == name and config.attention.options["min_tokens"] == 1024
+    assert pruned.attention.options == alone.attention.options
 
 
 def test_plugins_lists_both(capsys) -> None:
