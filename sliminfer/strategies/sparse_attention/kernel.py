@@ -54,9 +54,9 @@ def block_sparse_attention(
     """Causal attention of ``query`` ``[b, q_heads, n, d]`` over ``key``/``value`` ``[b, kv_heads, n, d]``
     (grouped heads not repeated) restricted to ``selection``'s blocks: ``[b, q_heads, n, d]``.
 
-    FlexAttention on CUDA, :func:`masked_reference_attention` elsewhere; both compute the same pairs.
+    FlexAttention on CUDA, :func:`masked_reference_attention` elsewhere; both compute the same pairs (and
+    check their inputs with :func:`check_inputs`).
     """
-    check_inputs(query, key, value, selection)
     if query.device.type == "cuda":
         return flex_block_sparse_attention(query, key, value, selection, scale)
     return masked_reference_attention(query, key, value, selection, scale)
