@@ -11,7 +11,14 @@ from sliminfer.strategies.fixed_schedule import FixedBudgetSchedule
 from sliminfer.strategies.gemfilter import GemFilter
 from sliminfer.strategies.last_token import LastTokenScorer
 from sliminfer.strategies.ratio_schedule import RatioSchedule
+<<<<<<< HEAD
 from sliminfer.strategies.snapkv import SnapKVScorer
+=======
+from sliminfer.strategies.sparse_attention.strategy import (
+    FlexPrefillAttention,
+    MInferenceAttention,
+)
+>>>>>>> sparse
 from sliminfer.strategies.token_unit import TokenUnitScorer
 
 
@@ -26,6 +33,11 @@ def sliminfer_register(register: Register) -> None:
     register.cache_manager("gpu", GPUResidentCache)
     register.cache_manager("offload", OffloadingKVManager)
     register.attention("dense", DenseAttention)
+<<<<<<< HEAD
     register.prompt_filter("gemfilter", GemFilter)
+=======
+    register.attention("minference", MInferenceAttention)
+    register.attention("flexprefill", FlexPrefillAttention)
+>>>>>>> sparse
     for adapter in (LlamaAdapter, Qwen2Adapter, Qwen3Adapter):
         register.model_adapter(adapter)

@@ -166,7 +166,8 @@ def _zero_pipe(model, registry: Registry, layers: list[int], pruned: bool = Fals
 def test_plugin_strategy_is_listed_and_named_in_errors(zero_registry) -> None:
     entry = zero_registry.get("attention", "zero")
     assert entry.plugin == "zero-plugin" and entry.summary == "Records each call and returns zeros (test only)."
-    with pytest.raises(UnknownNameError, match=r"attention\.name: unknown attention 'zeros'.*Available: dense, zero"):
+    available = "Available: dense, flexprefill, minference, zero"  # the built-ins and the plugin's
+    with pytest.raises(UnknownNameError, match=rf"attention\.name: unknown attention 'zeros'.*{available}"):
         zero_registry.check_config(SlimConfig.model_validate({"attention": {"name": "zeros"}}))
 
 
@@ -222,8 +223,9 @@ def test_override_adds_the_section() -> None:
 
 
 BAD_SECTIONS = [
-    ({"name": "flexprefill"}, UnknownNameError,
-     ("attention.name", "unknown attention 'flexprefill'", "Available: dense")),
+    ({"name": "flexprefil"}, UnknownNameError,
+     ("attention.name", "unknown attention 'flexprefil'", "Did you mean 'flexprefill'?",
+      "Available: dense, flexprefill, minference")),
     ({"name": "dense", "layers": [-1, 2]}, ConfigError, ("attention.layers: got [-1, 2]", "must be >= 0")),
     ({"name": "dense", "layers": [1, 1]}, ConfigError, ("attention.layers: got [1, 1]", "listed once")),
     ({"name": "dense", "layers": [True]}, ConfigError, ("attention.layers.0: got True", "not a boolean")),

@@ -51,6 +51,11 @@ CONCRETE = {
     "sliminfer.strategies.snapkv",
     "sliminfer.strategies.last_token",
     "sliminfer.strategies.gemfilter",
+    "sliminfer.strategies.sparse_attention",
+    "sliminfer.strategies.sparse_attention.blocks",
+    "sliminfer.strategies.sparse_attention.estimate",
+    "sliminfer.strategies.sparse_attention.kernel",
+    "sliminfer.strategies.sparse_attention.strategy",
 }
 
 
@@ -314,7 +319,7 @@ def test_registry_imports_alone_without_concrete_strategies() -> None:
     assert {"token_unit", "attention_unit"} <= set(entries["scorer"])  # installed plugins may add more
     assert {"fixed", "ratio"} <= set(entries["schedule"])
     assert {"gpu", "offload"} <= set(entries["cache"])
-    assert {"dense"} <= set(entries["attention"])
+    assert {"dense", "flexprefill", "minference"} <= set(entries["attention"])
     assert {"llama", "qwen2", "qwen3"} <= set(entries["adapter"])
 
 

@@ -1,0 +1,146 @@
+"""Block-sparse causal attention over a :class:`~.blocks.BlockSelection`.
+
+On CUDA: torch's FlexAttention, with the BlockMask made straight from the selection's block indices
+(``BlockMask.from_kv_blocks``): the off-diagonal kept blocks are "full" blocks (no mask evaluated), the
+diagonal block is the one "partial" block of each row, where a causal ``mask_mod`` applies. That is
+also where the padded keys of a partial last block lie (only the last query block reaches the last key
+block), so causality masks them too. ``flex_attention`` is compiled once per process, on first use:
+uncompiled it falls back to a dense implementation that ignores the block sparsity.
+
+Elsewhere (and as the test oracle of the CUDA path): :func:`masked_reference_attention`, dense SDPA
+with the selection's token mask, which computes exactly the same (query, key) pairs, in the input
+dtype, a chunk of query blocks at a time so the mask and scores stay small.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from sliminfer.strategies.sparse_attention.blocks import BlockSelection
+
+#: query rows x keys x heads of one chunk of the reference (its fp32 scores: 128 MiB)
+REFERENCE_CHUNK_ELEMENTS = 1 << 25
+
+_compiled_flex: Callable[..., torch.Tensor] | None = None
+
+
+def check_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, selection: BlockSelection) -> None:
+    """Refuse shapes the kernels would silently misread: the layout of the ``attend`` interface, grouped
+    query heads, a prefill over itself, and a selection made for these heads and this length."""
+    if query.dim() != 4 or key.shape != value.shape or key.dim() != 4:
+        raise ValueError(f"expected query [b, q_heads, n, d] and key/value [b, kv_heads, n, d]; got "
+                         f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
+    b, heads, n, d = query.shape
+    if key.shape[0] != b or key.shape[2] != n or key.shape[3] != d or heads % key.shape[1]:
+        raise ValueError(f"query {tuple(query.shape)} and key {tuple(key.shape)} must share batch, length and head "
+                         "dim, with q_heads a multiple of kv_heads (a block-sparse prefill attends to itself)")
+    if tuple(selection.counts.shape[:2]) != (b, heads) or selection.seq_len != n:
+        raise ValueError(f"the selection is for batch/heads {tuple(selection.counts.shape[:2])} and "
+                         f"{selection.seq_len} tokens; the query has {(b, heads)} and {n}")
+
+
+def block_sparse_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    selection: BlockSelection,
+    scale: float,
+) -> torch.Tensor:
+    """Causal attention of ``query`` ``[b, q_heads, n, d]`` over ``key``/``value`` ``[b, kv_heads, n, d]``
+    (grouped heads not repeated) restricted to ``selection``'s blocks: ``[b, q_heads, n, d]``.
+
+    FlexAttention on CUDA, :func:`masked_reference_attention` elsewhere; both compute the same pairs (and
+    check their inputs with :func:`check_inputs`).
+    """
+    if query.device.type == "cuda":
+        return flex_block_sparse_attention(query, key, value, selection, scale)
+    return masked_reference_attention(query, key, value, selection, scale)
+
+
+def masked_reference_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    selection: BlockSelection,
+    scale: float,
+) -> torch.Tensor:
+    """Dense SDPA restricted by the selection's token mask (kept blocks AND causal), in the input dtype."""
+    check_inputs(query, key, value, selection)
+    b, heads, n, _ = query.shape
+    group = heads // key.shape[1]
+    key, value = key.repeat_interleave(group, dim=1), value.repeat_interleave(group, dim=1)
+    size = selection.block_size
+    step = max(1, REFERENCE_CHUNK_ELEMENTS // (b * heads * n * size))  # query blocks per chunk
+    out = torch.empty_like(query)
+    for first in range(0, selection.num_blocks, step):
+        rows = slice(first * size, min((first + step) * size, n))
+        mask = selection.token_mask(first, first + step)
+        out[:, :, rows] = F.scaled_dot_product_attention(query[:, :, rows], key, value, attn_mask=mask, scale=scale)
+    return out
+
+
+def _causal(batch: Any, head: Any, q_idx: Any, kv_idx: Any) -> Any:
+    """FlexAttention mask_mod of the diagonal blocks (and of the padded keys of a partial last block)."""
+    return q_idx >= kv_idx
+
+
+def flex_block_mask(selection: BlockSelection) -> Any:
+    """The selection as a FlexAttention ``BlockMask``: its kept blocks but the diagonal as full blocks,
+    the diagonal as each row's one partial block with a causal mask_mod.
+
+    The full blocks reuse the selection's indices as they are: the diagonal is the last kept entry of
+    each row, so the first ``counts - 1`` entries are exactly the off-diagonal kept blocks.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+
+    counts, indices = selection.counts, selection.indices
+    n_blocks = selection.num_blocks
+    diagonal = torch.zeros_like(indices)
+    diagonal[..., 0] = torch.arange(n_blocks, dtype=indices.dtype, device=indices.device)
+    # the transposed (backward-pass) indices cost time and memory, and a prefill never needs them
+    accepted = inspect.signature(BlockMask.from_kv_blocks).parameters
+    extra = {"compute_q_blocks": False} if "compute_q_blocks" in accepted else {}
+    return BlockMask.from_kv_blocks(
+        torch.ones_like(counts), diagonal, counts - 1, indices, BLOCK_SIZE=selection.block_size, mask_mod=_causal,
+        seq_lengths=(selection.seq_len, selection.seq_len), **extra,
+    )
+
+
+def compiled_flex_attention() -> Callable[..., torch.Tensor]:
+    """``torch.compile(flex_attention)``, made once per process on first use (``fullgraph``: a graph break
+    would run the dense fallback, which ignores the block mask)."""
+    global _compiled_flex
+    if _compiled_flex is None:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _compiled_flex = torch.compile(flex_attention, fullgraph=True)
+    return _compiled_flex
+
+
+def flex_block_sparse_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    selection: BlockSelection,
+    scale: float,
+    block_mask: Any = None,
+) -> torch.Tensor:
+    """FlexAttention over the selection (``block_mask``: one made by :func:`flex_block_mask` already)."""
+    check_inputs(query, key, value, selection)
+    mask = flex_block_mask(selection) if block_mask is None else block_mask
+    grouped = query.shape[1] != key.shape[1]
+    return compiled_flex_attention()(query, key, value, block_mask=mask, scale=scale, enable_gqa=grouped)
+
+
+__all__ = [
+    "block_sparse_attention",
+    "compiled_flex_attention",
+    "flex_block_mask",
+    "flex_block_sparse_attention",
+    "masked_reference_attention",
+]
