@@ -3,7 +3,10 @@
 from sliminfer.cache.gpu_resident import GPUResidentCache
 from sliminfer.cache.offload import OffloadingKVManager
 from sliminfer.core.registry import Register, hookimpl
+from sliminfer.models.gemma import GemmaAdapter
 from sliminfer.models.llama import LlamaAdapter
+from sliminfer.models.mistral import MistralAdapter
+from sliminfer.models.phi3 import Phi3Adapter
 from sliminfer.models.qwen import Qwen2Adapter, Qwen3Adapter
 from sliminfer.strategies.attention_unit import AttentionUnitScorer
 from sliminfer.strategies.dense_attention import DenseAttention
@@ -21,5 +24,5 @@ def sliminfer_register(register: Register) -> None:
     register.cache_manager("gpu", GPUResidentCache)
     register.cache_manager("offload", OffloadingKVManager)
     register.attention("dense", DenseAttention)
-    for adapter in (LlamaAdapter, Qwen2Adapter, Qwen3Adapter):
+    for adapter in (LlamaAdapter, Qwen2Adapter, Qwen3Adapter, MistralAdapter, Phi3Adapter, GemmaAdapter):
         register.model_adapter(adapter)

@@ -60,10 +60,10 @@ class ReversedDropLastScorer(Scorer):
         return torch.arange(n_blocks - 1, 0, -1, dtype=torch.float32).expand(keys.shape[0], -1)
 
 
-class MistralAdapter(LlamaAdapter):
+class OlmoAdapter(LlamaAdapter):
     """An adapter for a model type the tiny models do not include."""
 
-    model_types = ("mistral",)
+    model_types = ("olmo",)
 
 
 class Plugin:
@@ -80,7 +80,7 @@ class Plugin:
 
 def _registry(**scorers: type[Scorer]) -> Registry:
     registry = Registry(load_entry_points=False)
-    registry.register_plugin(Plugin(scorers, (MistralAdapter,)), name="broken")
+    registry.register_plugin(Plugin(scorers, (OlmoAdapter,)), name="broken")
     return registry
 
 
@@ -111,9 +111,9 @@ def test_reversed_scores_without_the_last_block_fail_on_their_shape() -> None:
 
 
 def test_an_adapter_for_a_model_type_without_a_tiny_model_is_skipped() -> None:
-    checks = conformance_checks("adapter", "mistral", registry=_registry())
+    checks = conformance_checks("adapter", "olmo", registry=_registry())
     assert len(checks) == len(KIND_CHECKS["adapter"].checks) and all(c.skip for c in checks)
-    with pytest.raises(unittest.SkipTest, match="the tiny models include no 'mistral' model"):
+    with pytest.raises(unittest.SkipTest, match="the tiny models include no 'olmo' model"):
         checks[0]()
 
 
@@ -136,18 +136,21 @@ def test_check_all_runs_every_entry_and_lists_every_failure(monkeypatch) -> None
     for kind, table in KIND_CHECKS.items():
         monkeypatch.setitem(KIND_CHECKS, kind, KindChecks(table.section, (stand_in,)))
     outcomes = check_all(_registry())
-    assert outcomes.pop("adapter-mistral-stand_in-mistral").startswith("skipped: adapter 'mistral' on a tiny mistral")
-    assert set(outcomes.values()) == {"passed"} and len(outcomes) == 2 * (2 + 2 + 2 + 1) + 3  # scorers, schedules, caches, attention; adapters
+    assert outcomes.pop("adapter-olmo-stand_in-olmo").startswith("skipped: adapter 'olmo' on a tiny olmo")
+    adapters = ("llama", "qwen2", "qwen3", "mistral", "phi3", "gemma")
+    assert {k for k in outcomes if k.startswith("adapter-")} == {f"adapter-{a}-stand_in-{a}" for a in adapters}
+    # scorers, schedules, caches, attention on two tiny models each; each adapter on its own
+    assert set(outcomes.values()) == {"passed"} and len(outcomes) == 2 * (2 + 2 + 2 + 1) + len(adapters)
 
     registry = _registry(random=RandomScorer)
     seen.clear()
     with pytest.raises(AssertionError) as info:
         check_all(registry, options={("schedule", "ratio"): {"layers": [0]}})
     message = str(info.value)
-    assert message.startswith("3 of 19 conformance checks failed:\n"), message
+    assert message.startswith("3 of 22 conformance checks failed:\n"), message
     assert "scorer 'random' on a tiny llama: check stand_in failed: made up: block size 16" in message
     assert "scorer 'random' on a tiny qwen3: check stand_in failed" in message
     assert "schedule 'ratio' cannot be set up on a tiny model: pruning.schedule" in message
     ran = {(kind, name) for kind, name, _ in seen}
     assert ran == {(kind, name) for kind, entries in registry.entries.items() for name in entries} - {
-        ("schedule", "ratio"), ("adapter", "mistral")}
+        ("schedule", "ratio"), ("adapter", "olmo")}

@@ -230,9 +230,12 @@ def load_config(
 
 
 def check_config_fits_checkpoint(config: SlimConfig, registry: Registry, hf_config: Any) -> None:
-    """Refuse a config that names layers the checkpoint does not have, from its config.json alone
-    (before the weights load; the pipeline checks the loaded model the same way)."""
-    num_layers = registry.adapter_for(hf_config).cls.layers_in(hf_config)
+    """Refuse a config that names layers the checkpoint does not have, and a checkpoint its adapter refuses
+    (:meth:`~sliminfer.models.base.ModelAdapter.check_hf_config`), from its config.json alone (before the
+    weights load; the pipeline checks the loaded model the same way)."""
+    adapter = registry.adapter_for(hf_config).cls
+    adapter.check_hf_config(hf_config)
+    num_layers = adapter.layers_in(hf_config)
     schedule = None
     if config.pruning is not None:
         schedule = registry.build("schedule", config.pruning.schedule, "pruning.schedule")
