@@ -293,8 +293,9 @@ MODEL_CASES = [
     Case("phi3's sliding_window (Phi-3-mini-4k: 2047)", lambda: tiny_model("phi3", sliding_window=2047,
                                                                            max_position_embeddings=4096),
          UnsupportedModelError, ("phi3: sliding_window=2047", ">= max_position_embeddings (4096")),
-    Case("chunked attention layers", lambda: tiny_model("qwen2", layer_types=["full_attention"] * 5 + ["chunked_attention"]),
-         UnsupportedModelError, ("layer_types include ['chunked_attention']",)),
+    Case("chunked attention layers", lambda: tiny_model(
+        "qwen2", layer_types=["full_attention"] * 5 + ["chunked_attention"]), UnsupportedModelError,
+         ("layer_types include ['chunked_attention']",)),
     Case("bidirectional gemma", lambda: tiny_model("gemma", use_bidirectional_attention=True), UnsupportedModelError,
          ("gemma: use_bidirectional_attention=true", "causal decoders only")),
 ]

@@ -71,8 +71,8 @@ def resolve_source(source: str, download: bool = True) -> Checkpoint:
     if not path.exists() and is_hub_id(source):
         snapshot = resolve_hub_id(source, download)
         if not (snapshot.path / "config.json").is_file():
-            raise ConfigError("model.source", source, f"its Hugging Face snapshot {snapshot.path} holds no config.json, "
-                              "so it is no transformers model; give a model id whose repository has one")
+            raise ConfigError("model.source", source, f"its Hugging Face snapshot {snapshot.path} holds no "
+                              "config.json, so it is no transformers model; give a model id whose repository has one")
         return Checkpoint(snapshot.path, source, snapshot.weights_options())
     if not (path / "config.json").is_file():
         raise ConfigError(

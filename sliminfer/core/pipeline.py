@@ -78,7 +78,8 @@ class SlimPipeline:
 
     @classmethod
     def from_pretrained(cls, model_or_path: Any, tokenizer: Any = None, config: ConfigSource = None) -> SlimPipeline:
-        """Wrap an in-memory ``PreTrainedModel`` or load a local checkpoint directory."""
+        """Wrap an in-memory ``PreTrainedModel``, or load a local checkpoint directory or a Hugging Face Hub
+        model id (``model.source``: :func:`~sliminfer.core.loading.resolve_source`)."""
         cfg = load_config(config)
         if isinstance(model_or_path, (str, Path)):
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"source": str(model_or_path)})})
@@ -207,7 +208,7 @@ def check_model_object(model: Any) -> None:
         raise ConfigError(
             "model", f"<{type(model).__name__}>",
             "must be a transformers PreTrainedModel (e.g. AutoModelForCausalLM.from_pretrained(...)) or, for "
-            "from_pretrained, a local checkpoint directory path",
+            "from_pretrained, a local checkpoint directory path or a Hugging Face Hub model id",
         )
 
 

@@ -7,10 +7,12 @@ keys and values exactly as the attention module computes them (projections with 
 per-head q/k norms, RoPE), the softmax scale, and the output projection.
 
 ``DecodeParts`` is a base of :class:`~sliminfer.models.base.ModelAdapter` (Llama layout; a model laid
-out differently overrides these methods in its adapter); :func:`bind_decode_parts` also binds its
-methods to an adapter object that does not inherit it (a third-party adapter). A static decoder binds
-them with :class:`FusedProjections`, its own concatenated copies of the q/k/v and gate/up weights (one
-matmul each); the model's modules and parameters are never changed.
+out differently overrides these methods in its adapter: Phi-3's fused ``qkv_proj`` overrides
+:meth:`DecodeParts.qkv_projections` only); :func:`bind_decode_parts` also binds its methods to an
+adapter object that does not inherit it (a third-party adapter). A static decoder binds them with
+:class:`FusedProjections`, its own concatenated copies of the q/k/v and gate/up weights (one matmul
+each; layers whose projections are one linear already, Phi-3's, have nothing to copy); the model's
+modules and parameters are never changed.
 """
 
 from __future__ import annotations
@@ -112,9 +114,10 @@ class FusedLayer(NamedTuple):
 
 
 def _layer_groups(block: Any) -> tuple[list[Any], list[Any]]:
-    """The layer's q/k/v and gate/up linears (None for one it lacks). The fused MLP computes
-    ``down_proj(act_fn(gate) * up)`` itself, so an MLP module without those parts or with hooks of its
-    own (which the fused path would skip) gives ``[None]``: its own forward runs."""
+    """The layer's q/k/v and gate/up linears (None for one it lacks: Phi-3's fused ``qkv_proj`` gives
+    ``[None] * 3``, nothing to fuse). The fused MLP computes ``down_proj(act_fn(gate) * up)`` itself, so an
+    MLP module without those parts (Phi-3's ``gate_up_proj``) or with hooks of its own (which the fused
+    path would skip) gives ``[None]``: its own forward runs."""
     attn, mlp = block.self_attn, block.mlp
     qkv = [getattr(attn, name, None) for name in ("q_proj", "k_proj", "v_proj")]
     gate_up = [getattr(mlp, name, None) for name in ("gate_proj", "up_proj")]
@@ -273,7 +276,9 @@ class BoundDecodeParts(NamedTuple):
 
 def _own(adapter: Any, name: str) -> Any:
     """The adapter's method ``name`` if it is a :class:`DecodeParts`, else the mixin's bound to it."""
-    return getattr(adapter, name) if isinstance(adapter, DecodeParts) else MethodType(getattr(DecodeParts, name), adapter)
+    if isinstance(adapter, DecodeParts):
+        return getattr(adapter, name)
+    return MethodType(getattr(DecodeParts, name), adapter)
 
 
 def bind_decode_parts(adapter: ModelAdapter, fused: FusedProjections | None = None) -> BoundDecodeParts:
