@@ -11,7 +11,10 @@ from sliminfer.models.qwen import Qwen2Adapter, Qwen3Adapter
 from sliminfer.strategies.attention_unit import AttentionUnitScorer
 from sliminfer.strategies.dense_attention import DenseAttention
 from sliminfer.strategies.fixed_schedule import FixedBudgetSchedule
+from sliminfer.strategies.gemfilter import GemFilter
+from sliminfer.strategies.last_token import LastTokenScorer
 from sliminfer.strategies.ratio_schedule import RatioSchedule
+from sliminfer.strategies.snapkv import SnapKVScorer
 from sliminfer.strategies.token_unit import TokenUnitScorer
 
 
@@ -19,10 +22,13 @@ from sliminfer.strategies.token_unit import TokenUnitScorer
 def sliminfer_register(register: Register) -> None:
     register.scorer("token_unit", TokenUnitScorer)
     register.scorer("attention_unit", AttentionUnitScorer)
+    register.scorer("snapkv", SnapKVScorer)
+    register.scorer("last_token", LastTokenScorer)
     register.schedule("fixed", FixedBudgetSchedule)
     register.schedule("ratio", RatioSchedule)
     register.cache_manager("gpu", GPUResidentCache)
     register.cache_manager("offload", OffloadingKVManager)
     register.attention("dense", DenseAttention)
+    register.prompt_filter("gemfilter", GemFilter)
     for adapter in (LlamaAdapter, Qwen2Adapter, Qwen3Adapter, MistralAdapter, Phi3Adapter, GemmaAdapter):
         register.model_adapter(adapter)

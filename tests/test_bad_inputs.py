@@ -225,6 +225,8 @@ CONFIG_CASES = [
          ("decode.mode: got 'graph'", "'eager' or 'static'")),
     Case("decode fuse as 1", lambda tmp: load_config({"decode": {"fuse": 1}}), ConfigError,
          ("decode.fuse: got 1", "valid boolean")),
+    Case("decode fuse as a word it does not know", lambda tmp: load_config({"decode": {"fuse": "all"}}), ConfigError,
+         ("decode.fuse: got 'all'", "True, False or 'qkv'")),
     Case("budget of true", lambda tmp: load_config({"pruning": {**FIXED, "schedule": {
         "name": "fixed", "layers": [1], "budgets": [True]}}}), ConfigError,
          ("pruning.schedule.budgets.0: got True", "not a boolean")),

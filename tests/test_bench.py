@@ -75,10 +75,18 @@ def test_tiny_bench_writes_json_plot_and_prints_tables_last(tmp_path, capsys) ->
         assert e2e["static_matches_eager_tokens"] == 1.0
         assert e2e["static"]["graph"] is False and e2e["static"]["attention"] == "sdpa"
         assert 0 < e2e["floor_ms_per_token"]["sliminfer"] < e2e["floor_ms_per_token"]["stock"]
+        bandwidth = e2e["floor_ms_per_token"]["bandwidth_bytes_per_s"]
+        for path, floor in (("static", "sliminfer"), ("stock", "stock")):  # bytes a step reads / its time
+            if path == "stock" and e2e["stock"]["decode_ms_per_token"] <= 0:
+                continue  # (generate - TTFT) / 5 on a loaded CPU: no rate to give
+            step_bytes = e2e["floor_ms_per_token"][floor] * 1e-3 * bandwidth
+            assert e2e["achieved_gb_per_s"][path] == pytest.approx(
+                step_bytes / (e2e[path]["decode_ms_per_token"] * 1e-3) / 1e9)
     out = capsys.readouterr().out
     assert "Time to first token" in out
     for head in ("stock no-cuDNN TTFT s", "best stock TTFT s", "x vs best", "stock no-cuDNN s", "stock static s",
-                 "best stock", "x eager vs best", "x static vs best", "stock no-cuDNN ms/tok"):
+                 "best stock", "x eager vs best", "x static vs best", "stock no-cuDNN ms/tok", "slim static GB/s",
+                 "static / floor"):
         assert head in out, head
     last = out.rstrip().splitlines()
     assert last[-1].split()[:2] == ["320", "6"]  # the end-to-end table is the last thing printed

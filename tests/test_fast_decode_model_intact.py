@@ -8,6 +8,7 @@ In-place weight changes reach the copies; replaced modules get a new decoder.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 
 import pytest
@@ -96,6 +97,37 @@ def test_phi3_projections_are_fused_already_so_nothing_is_copied() -> None:
     assert out.decoder.fused is None  # qkv_proj and gate_up_proj run as the model's own single matmuls
     assert out.token_ids == static_generate(pipe, ids, 8, options={"fuse": False}).token_ids == pipe.generate(
         ids, max_new_tokens=8).token_ids
+
+
+@pytest.mark.parametrize("cache,fuse,gate_up", [
+    ({"name": "gpu"}, None, True),  # the GPU-resident decoder's default: q/k/v and gate/up
+    ({"name": "gpu"}, "qkv", False),
+    ({"name": "offload", "block_size": 16, "unit_size": 4, "decode_budget": 96}, None, False),  # offload: q/k/v
+    ({"name": "offload", "block_size": 16, "unit_size": 4, "decode_budget": 96}, True, True),
+], ids=["gpu-default", "gpu-qkv", "offload-default", "offload-all"])
+def test_the_fuse_choice_decides_which_copies_exist(cache: dict, fuse: bool | str | None, gate_up: bool) -> None:
+    """``decode.fuse`` null is the decoder's own choice (the offload decoder keeps GPU memory low: q/k/v only);
+    whatever is fused, the tokens are the eager decode's."""
+    pipe = SlimPipeline.from_pretrained(tiny_model("llama", seed=5), config={**PRUNED, "cache": cache})
+    ids = _ids(301, seed=6)
+    out = static_generate(pipe, ids, 12, stop_at_eos=False, options={"fuse": fuse})
+    layers = out.decoder.fused.layers
+    assert all(layer.qkv is not None for layer in layers)
+    assert all((layer.gate_up is not None) == gate_up for layer in layers)
+    assert out.token_ids == pipe.generate(ids, max_new_tokens=12).token_ids
+
+
+def test_a_qkv_only_decoder_reuses_a_live_full_copy() -> None:
+    """A live copy with gate/up serves a q/k/v-only decoder at no cost; the reverse builds the full copy."""
+    pipe = SlimPipeline.from_pretrained(tiny_model("llama", seed=3))
+    full = static_generate(pipe, _ids(60, seed=1), 8)
+    qkv = static_generate(pipe, _ids(400, seed=2), 8, options={"fuse": "qkv"})
+    assert qkv.decoder.fused is full.decoder.fused
+    del full, qkv
+    gc.collect()
+    only = static_generate(pipe, _ids(60, seed=1), 8, options={"fuse": "qkv"})
+    again = static_generate(pipe, _ids(400, seed=2), 8, options={"fuse": True})
+    assert only.decoder.fused.gate_up is False and again.decoder.fused.gate_up is True
 
 
 def test_live_decoders_share_one_copy() -> None:

@@ -12,6 +12,7 @@ import torch
 
 from sliminfer import ConfigError, InputError, SlimPipeline
 from sliminfer.core.config import DecodeSection
+from sliminfer.decode.kernels import flex_decode_attention, split_attention
 from sliminfer.decode.run import static_generate
 from sliminfer.decode.static import StaticDecoder
 from sliminfer.testing.tiny_models import ARCHS, FUSABLE_ARCHS, tiny_model
@@ -132,6 +133,37 @@ def test_compiled_static_step_is_token_identical() -> None:
     pipe = _pipe("qwen3", pruned=True, seed=1)
     ids = _ids(260, seed=4)
     assert static_generate(pipe, ids, 12, options={"compile": True}).token_ids == pipe.generate(ids, max_new_tokens=12).token_ids
+
+
+@pytest.mark.slow
+def test_compiled_flex_kernel_is_token_identical() -> None:
+    """``decode.kernel: flex`` (FlexAttention, compiled) gives the eager decode's tokens, pruned, GQA."""
+    pipe = _pipe("llama", pruned=True, seed=2)
+    ids = _ids(300, seed=6)
+    fast = static_generate(pipe, ids, 12, options={"compile": True, "kernel": "flex"})
+    assert fast.decoder.attention == "flex" and fast.token_ids == pipe.generate(ids, max_new_tokens=12).token_ids
+
+
+@pytest.mark.parametrize("group", [1, 4])
+def test_flex_kernel_computes_the_masked_attention(group: int) -> None:
+    """FlexAttention with the buffer's additive mask equals SDPA over the written slots alone (and the split
+    kernel), grouped-query heads included; uncompiled here, which is its reference mode."""
+    gen = torch.Generator().manual_seed(0)
+    kv_heads, d, cap, used = 2, 32, 512, 301
+    q = torch.randn(1, kv_heads * group, 1, d, generator=gen)
+    keys, values = torch.randn(1, kv_heads, cap, d, generator=gen), torch.randn(1, kv_heads, cap, d, generator=gen)
+    bias = torch.full((1, 1, 1, cap), float("-inf"))
+    bias[..., :used] = 0.0
+    got = flex_decode_attention(q, keys, values, bias, d**-0.5)
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q.reshape(1, kv_heads, group, d), keys[:, :, :used], values[:, :, :used], scale=d**-0.5).reshape(1, 1, -1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got, split_attention(q, keys, values, bias, d**-0.5), atol=1e-5, rtol=1e-5)
+
+
+def test_flex_kernel_needs_a_compiled_decode() -> None:
+    with pytest.raises(ConfigError, match="decode.kernel: got 'flex'.*compiled"):
+        static_generate(_pipe("llama", pruned=False), _ids(100, seed=1), 4, options={"kernel": "flex"})
 
 
 def test_flash_layout_with_a_stand_in_kernel(monkeypatch) -> None:

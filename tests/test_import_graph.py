@@ -51,6 +51,9 @@ CONCRETE = {
     "sliminfer.strategies.token_unit",
     "sliminfer.strategies.fixed_schedule",
     "sliminfer.strategies.ratio_schedule",
+    "sliminfer.strategies.snapkv",
+    "sliminfer.strategies.last_token",
+    "sliminfer.strategies.gemfilter",
 }
 
 
@@ -254,8 +257,8 @@ def test_known_cycle_still_listed_for_a_reason(graph, cycle) -> None:
 
 @pytest.mark.parametrize("module", ["sliminfer.core.strategy", "sliminfer.core.registry", "sliminfer.core.config",
                                     "sliminfer.core.sections", "sliminfer.core.hooks", "sliminfer.strategies.base",
-                                    "sliminfer.strategies.attention", "sliminfer.cache.base", "sliminfer.models.base",
-                                    "sliminfer.testing"])
+                                    "sliminfer.strategies.attention", "sliminfer.strategies.prompt_filter",
+                                    "sliminfer.cache.base", "sliminfer.models.base", "sliminfer.testing"])
 def test_extension_api_knows_no_concrete_strategy(graph, module) -> None:
     """The registry, the base classes and the conformance kit (which names its partner strategies in the
     registry) reach no concrete strategy, even through a lazy import."""
@@ -293,8 +296,8 @@ def test_registry_and_config_do_not_import_each_other(graph) -> None:
     schema does not reach for the registry (the strategy checks live above both, in the pipeline)."""
     assert "sliminfer.core.config" in graph["sliminfer.core.registry"]
     assert "sliminfer.core.registry" not in reachable(graph, "sliminfer.core.config")
-    assert {"sliminfer.strategies.base", "sliminfer.strategies.attention", "sliminfer.cache.base",
-            "sliminfer.models.base"} <= graph["sliminfer.core.registry"]
+    assert {"sliminfer.strategies.base", "sliminfer.strategies.attention", "sliminfer.strategies.prompt_filter",
+            "sliminfer.cache.base", "sliminfer.models.base"} <= graph["sliminfer.core.registry"]
 
 
 def test_registry_imports_alone_without_concrete_strategies() -> None:
@@ -320,7 +323,7 @@ def test_registry_imports_alone_without_concrete_strategies() -> None:
 
 def test_registry_takes_the_builtins_it_is_given() -> None:
     """The registry works with whatever built-in plugin it is handed (it knows none itself)."""
-    from sliminfer.core.registry import BUILTINS, Registry, hookimpl
+    from sliminfer.core.registry import BUILTINS, KINDS, Registry, hookimpl
     from sliminfer.strategies.token_unit import TokenUnitScorer
 
     class Builtins:
@@ -330,7 +333,7 @@ def test_registry_takes_the_builtins_it_is_given() -> None:
 
     registry = Registry(load_entry_points=False, builtins=Builtins())
     assert {kind: sorted(entries) for kind, entries in registry.entries.items()} == {
-        "scorer": ["only"], "schedule": [], "cache": [], "attention": [], "adapter": []}
+        kind: ["only"] if kind == "scorer" else [] for kind in KINDS}
     assert registry.get("scorer", "only").plugin == BUILTINS
 
 

@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out", default=os.environ.get("OUT", "out"))
     parser.add_argument("--compile", action="store_true", help="profile the compiled step (the default decode)")
+    parser.add_argument("--kernel", default="split", help="decode.kernel: split (auto when compiled), flex, sdpa...")
     parser.add_argument("--bandwidth", type=float, default=DEVICE_COPY_BANDWIDTH,
                         help="bytes/s of the floor (default: an H200's measured device-to-device copy rate)")
     args = parser.parse_args()
@@ -60,7 +61,7 @@ def main() -> None:
     prefill = pipe.prefill(ids)
     token = prefill.logits.argmax(-1, keepdim=True)
     decoder = StaticDecoder.for_prefill(pipe.adapter, prefill, 2 * args.steps + 1,
-                                         DecodeSection(mode="static", kernel="split", compile=args.compile))
+                                         DecodeSection(mode="static", kernel=args.kernel, compile=args.compile))
     decoder.load(prefill, token)  # captures the graph
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
@@ -86,7 +87,7 @@ def main() -> None:
     floor_ms = cost.decode_floor_s(prefill.tokens_per_layer, args.steps, args.bandwidth) * 1e3
     step_bytes = floor_ms * 1e-3 * args.bandwidth
     achieved = step_bytes / (wall_ms * 1e-3) / 1e9
-    print(f"graph decode (split-KV, {'compiled' if args.compile else 'not compiled'}), {args.prompt} prompt: "
+    print(f"graph decode ({args.kernel}, {'compiled' if args.compile else 'not compiled'}), {args.prompt} prompt: "
           f"{wall_ms:.2f} ms/token wall ({achieved:.0f} GB/s of {step_bytes / 1e9:.2f} GB/step); GPU kernels "
           f"{total:.2f} ms/step; floor {floor_ms:.2f} ms at {args.bandwidth / 1e12:.2f} TB/s")
     for label, ms in sorted(per_group.items(), key=lambda kv: -kv[1]):
@@ -96,7 +97,7 @@ def main() -> None:
         print(f"    {k['ms_per_step']:7.3f} ms  x{k['calls_per_step']:<5.0f} {k['name']}")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "decode_profile.json").write_text(json.dumps(
-        {"prompt": args.prompt, "steps": args.steps, "compiled": args.compile, "wall_ms_per_token": wall_ms,
+        {"prompt": args.prompt, "steps": args.steps, "compiled": args.compile, "kernel": args.kernel, "wall_ms_per_token": wall_ms,
          "bytes_per_step": step_bytes, "achieved_gb_per_s": achieved, "floor_bandwidth": args.bandwidth,
          "gpu_ms_per_step": total, "floor_ms": floor_ms, "groups": per_group, "kernels": kernels[:40]}, indent=1))
 

@@ -36,6 +36,7 @@ VARIANTS: dict[str, dict[str, Any]] = {  # config sections beside the paper's pr
     "offload": {"cache": OFFLOAD},
     "offload_unchunked": {"cache": {**OFFLOAD, "prefill_chunk": None}},
     "offload_no_swaps": {"cache": {**OFFLOAD, "gamma": 0.0}},  # the first active sets stay
+    "offload_fuse_all": {"cache": OFFLOAD, "decode": {"fuse": True}},  # q/k/v and gate/up copies
     "offload_unfused": {"cache": OFFLOAD, "decode": {"fuse": False}},  # no fused weight copies
 }
 

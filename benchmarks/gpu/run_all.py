@@ -15,8 +15,8 @@ Stages (each one's failure is printed and the next one runs; results are saved a
    decode at a 16k prompt, 64 tokens, free-running and teacher-forced (agreement rate), per attention
    kernel;
 3. Llama-3.1-8B grid: (3a) TTFT at 8k/16k/32k/64k/128k, (3b) end-to-end at 32k with 256 new tokens
-   (stock generate with the dynamic cache and with a static cache, which transformers compiles;
-   sliminfer eager decode and graph decode);
+   (every stock variant of :mod:`sliminfer.bench.stock`: generate as it comes, with cuDNN attention
+   excluded, with a static cache that transformers compiles; sliminfer eager decode and graph decode);
 4. decode variants at 32k (graph decode with SDPA / FlashAttention varlen / torch.compile), ms/token
    against the bandwidth floor;
 5. Qwen2.5-7B grid: TTFT at 16k/32k/64k.
@@ -48,6 +48,7 @@ from sliminfer.bench.grid import GridRunner, GridSettings, free_memory, prompt_i
 from sliminfer.bench.report import plot, summary, write_json  # noqa: E402
 from sliminfer.bench.run import environment  # noqa: E402
 from sliminfer.bench.shapes import RANDOM_LABEL, build_random_model  # noqa: E402
+from sliminfer.bench.stock import STOCK_MODES  # noqa: E402
 from sliminfer.decode.kernels import flash_decode_available  # noqa: E402
 from sliminfer.decode.run import static_generate  # noqa: E402
 
@@ -334,10 +335,10 @@ def main() -> int:
             if "3a" not in skip:
                 ttft = stages.run(f"3a {p['llama']}: TTFT grid", lambda: grid(pipe, p["llama_ttft"]), need_s=120)
             n, new, warmup, repeats = p["llama_e2e"]
-            e2e = stages.run(f"3b {p['llama']}: end to end, {n} prompt, {new} new (stock dynamic and static "
-                             "cache + compile; sliminfer eager and graph decode)",
-                             lambda: grid(pipe, [(n, warmup, repeats)], new,
-                                          modes=("stock", "stock_static", "sliminfer")), need_s=90)
+            e2e = stages.run(f"3b {p['llama']}: end to end, {n} prompt, {new} new (every stock variant: as it comes, "
+                             "cuDNN excluded, static cache + compile; sliminfer eager and graph decode)",
+                             lambda: grid(pipe, [(n, warmup, repeats)], new, modes=(*STOCK_MODES, "sliminfer")),
+                             need_s=90)
             llama_points = [q for part in (ttft, e2e) if isinstance(part, list) for q in part]
             stages.results["records"][p["llama"]] = record(pipe, p["llama"], llama_points)
             stages.save()

@@ -143,6 +143,8 @@ class GridRunner:
             "sliminfer": self.cost.decode_floor_s(tokens, new, s.bandwidth) * 1e3,
             "bandwidth_bytes_per_s": s.bandwidth,
         }
+        row["achieved_gb_per_s"] = _achieved_bandwidth(row, self.cost.decode_bytes_per_token([n] * self.cost.num_layers,
+                                                       new), self.cost.decode_bytes_per_token(tokens, new))
         row["best_stock"] = best_stock(row)
         row["speedup"] = _speedups(row)
         agreement = token_agreement(row.get("eager"), row.get("static"))
@@ -157,6 +159,17 @@ class GridRunner:
         result = static_generate(self.pipe, ids, new, decoder=self._decoder, stop_at_eos=False)
         self._decoder = result.decoder if result.decoder is not None and result.decoder.reusable else None
         return result
+
+
+def _achieved_bandwidth(row: dict[str, Any], stock_bytes: float, slim_bytes: float) -> dict[str, float]:
+    """Each measured decode's GB/s: the bytes a step must read at least (weights plus its KV: the full
+    prompt's for stock, the pruned one's for sliminfer) over its ms/token, beside the floor's bandwidth."""
+    out = {}
+    for mode in (*STOCK_MODES, "eager", "static"):
+        ms = row.get(mode, {}).get("decode_ms_per_token") if isinstance(row.get(mode), dict) else None
+        if ms is not None and ms > 0:  # a stock decode's ms/token is (generate - TTFT) / n: noisy on a CPU
+            out[mode] = (stock_bytes if mode in STOCK_MODES else slim_bytes) / (ms * 1e-3) / 1e9
+    return out
 
 
 def _speedups(row: dict[str, Any]) -> dict[str, float | None]:

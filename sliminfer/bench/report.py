@@ -116,12 +116,24 @@ E2E_COLUMNS = (
     Column("x static vs best", _speedup("static_vs_best_stock", "speedup"), ("best_stock", "static")),
     *(Column(f"{LABELS[m]} ms/tok", _mode(m, "decode_ms_per_token", 1), (m,)) for m in (*STOCK_MODES, "eager")),
     Column("slim static ms/tok", _mode("static", "decode_ms_per_token", 2), ("static",)),
+    Column("slim static GB/s", lambda p, e: _rate(e.get("achieved_gb_per_s", {}).get("static")), ("static",)),
+    Column("static / floor", lambda p, e: _over_floor(e), ("static",)),
     Column("floor ms/tok slim/stock",
            lambda p, e: f"{e['floor_ms_per_token']['sliminfer']:.3g} / {e['floor_ms_per_token']['stock']:.3g}"),
     Column("stock peak GiB", lambda p, e: _gib(e.get("stock")), ("stock",)),
     Column("slim static peak GiB", lambda p, e: _gib(e.get("static")), ("static",)),
     Column("static=eager", lambda p, e: _share(e.get("static_matches_eager_tokens")), ("eager", "static")),
 )
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _over_floor(row: dict[str, Any]) -> str:
+    """The static decode's ms/token as a multiple of the floor's (1.00x: at the bandwidth floor)."""
+    ms = (row.get("static") or {}).get("decode_ms_per_token")
+    return "-" if not ms else f"{ms / row['floor_ms_per_token']['sliminfer']:.2f}x"
 
 
 def _share(value: float | None) -> str:

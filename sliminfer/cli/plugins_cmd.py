@@ -13,7 +13,8 @@ from sliminfer.core.registry import BLOCK_ENV, KINDS, Registry, get_registry
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("plugins", help="list registered scorers, schedules, cache managers, attention strategies and adapters")
+    parser = sub.add_parser("plugins", help="list registered scorers, schedules, cache managers, attention strategies, "
+                                            "prompt filters and adapters")
     parser.set_defaults(func=_run)
 
 

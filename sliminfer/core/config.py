@@ -1,9 +1,9 @@
 """The pipeline's configuration: reading it from YAML presets, files, dicts and ``key=value`` overrides.
 
-One validated object describes a whole run (model, pruning, cache, attention, generation, decode), so a
-YAML file, a preset name, a dict from code and command-line overrides all pass through the same checks
-and fail the same way: a :class:`~sliminfer.core.errors.ConfigError` naming the field path, the value and
-what is allowed, before any weight is loaded.
+One validated object describes a whole run (model, pruning, cache, attention, prompt filter, generation,
+decode), so a YAML file, a preset name, a dict from code and command-line overrides all pass through the
+same checks and fail the same way: a :class:`~sliminfer.core.errors.ConfigError` naming the field path, the
+value and what is allowed, before any weight is loaded.
 
 The schema itself (the section models and :class:`SlimConfig`) is :mod:`sliminfer.core.sections`,
 re-exported here. This module knows the schema only, not the registry (which imports it):
@@ -30,6 +30,7 @@ from sliminfer.core.sections import (
     DecodeSection,
     GenerationSection,
     ModelSection,
+    PromptFilterSection,
     PruningSection,
     SlimConfig,
     StrategySpec,
@@ -136,7 +137,7 @@ def _read_source(source: str | Path | Mapping[str, Any] | SlimConfig | None) -> 
         return {}
     if not isinstance(data, dict):
         raise ConfigError("config", str(source),
-                          "must be a YAML mapping with sections (model, pruning, cache, attention, generation, decode)")
+                          "must be a YAML mapping with sections (model, pruning, cache, attention, prompt_filter, generation, decode)")
     return data
 
 
@@ -203,6 +204,7 @@ __all__ = [
     "DecodeSection",
     "GenerationSection",
     "ModelSection",
+    "PromptFilterSection",
     "PruningSection",
     "SlimConfig",
     "StrategySpec",

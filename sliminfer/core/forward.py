@@ -11,6 +11,13 @@ the cache manager, so a layer holds exactly the tokens it saw.
 A layer in an ``attention:`` strategy's set (:mod:`sliminfer.strategies.attention`) runs the adapter's
 decomposed attention block with the strategy's attention instead of its module's forward, in the
 prefill only; decode steps run every layer's own attention.
+
+A ``prompt_filter:`` strategy (:mod:`sliminfer.strategies.prompt_filter`, GemFilter) makes the prefill
+two passes: the first runs the layers below the filter's layer over the whole prompt, keeping no KV, and
+the filter picks tokens from that layer's queries and keys; the second is the prefill above (pruning and
+attention strategies included) over only the picked tokens, at positions ``0 .. m - 1``. The engine asks
+the filter (:meth:`~sliminfer.strategies.prompt_filter.PromptFilter.filters`) whether a prompt is long
+enough to filter; decoding continues at position ``m`` (``PrefillResult.next_position``).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import torch
 from sliminfer.core import events
 from sliminfer.core.errors import InputError
 from sliminfer.core.prompts import check_length
-from sliminfer.core.results import PrefillResult
+from sliminfer.core.results import PrefillResult, PromptSelection
 from sliminfer.core.timing import now
 from sliminfer.decode.kernels import decode_attention_kernels
 from sliminfer.strategies.block_selection import blocks_to_keep, select_kept_indices
@@ -36,6 +43,7 @@ if TYPE_CHECKING:
     from sliminfer.models.base import Attend, ModelAdapter, PositionEmbeddings
     from sliminfer.strategies.attention import AttentionStrategy
     from sliminfer.strategies.base import Schedule, Scorer
+    from sliminfer.strategies.prompt_filter import PromptFilter
 
 
 class StagedForward:
@@ -50,11 +58,13 @@ class StagedForward:
         prune_point: str = "after_attention",
         attention: AttentionStrategy | None = None,
         attention_layers: Iterable[int] = (),
+        prompt_filter: PromptFilter | None = None,
     ) -> None:
         self.adapter = adapter
         self.scorer = scorer
         self.schedule = schedule
         self.attention = attention
+        self.prompt_filter = prompt_filter
         #: per layer in ``attention_layers``, the prefill attention the strategy computes (bound once)
         self.attend: dict[int, Attend] = (
             {layer: partial(attention.attend, adapter, layer) for layer in sorted(attention_layers)}
@@ -68,6 +78,8 @@ class StagedForward:
         )
         # tensor parallelism: the scorer's head-means span all ranks, and the first rank's block scores decide
         self.head_shards = getattr(adapter, "head_shards", None)
+        if prompt_filter is not None:
+            prompt_filter.head_shards = self.head_shards
         if self.head_shards is not None and scorer is not None:
             scorer.head_shards = self.head_shards
             if not scorer.combines_heads:
@@ -102,28 +114,54 @@ class StagedForward:
     def prefill(self, input_ids: torch.Tensor, cache: KVCacheManager) -> PrefillResult:
         self.check_prompt(input_ids)
         adapter = self.adapter
-        device = input_ids.device
         n_prompt = input_ids.shape[1]
         if self.observe_prefill:
             self.hook.sliminfer_prefill_start(
                 event=events.PrefillStart(n_prompt, adapter.num_layers, self.pruning)
             )
-        start = now(device)
+        start = now(input_ids.device)
+        selection = None
+        positions = torch.arange(n_prompt, device=input_ids.device)
+        if self.prompt_filter is not None and self.prompt_filter.filters(n_prompt):
+            selection = PromptSelection(self.prompt_filter.layer, n_prompt, self._filter(input_ids, cache))
+            input_ids, positions = input_ids[:, selection.kept], selection.kept
+        hidden, kept = self._layers(input_ids, positions, cache)
+        logits = adapter.logits(hidden[:, -1:])[:, -1]
+        ttft = now(logits.device) - start
+        per_token = 2 * adapter.num_kv_heads * adapter.head_dim * hidden.element_size() * hidden.shape[0]
+        result = PrefillResult(
+            logits=logits,
+            cache=cache,
+            kept_positions=kept,
+            ttft_s=ttft,
+            kv_bytes_per_layer=cache.kv_bytes(),
+            full_kv_bytes=per_token * n_prompt * adapter.num_layers,
+            filtered=selection,
+        )
+        if self.observe_prefill:
+            self.hook.sliminfer_prefill_end(
+                event=events.PrefillEnd(tuple(result.tokens_per_layer), result.kv_bytes, ttft)
+            )
+        return result
+
+    def _layers(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                cache: KVCacheManager) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Every layer over ``input_ids`` (RoPE positions ``0 .. n - 1``), pruning as scheduled: the last
+        layer's hidden states and, per layer, the ``positions`` (each token's place in the user's prompt:
+        ``0 .. n - 1`` too unless a prompt filter chose the tokens) whose KV it wrote into ``cache``."""
+        adapter = self.adapter
+        n_prompt = input_ids.shape[1]
         hidden = adapter.embed(input_ids)
-        positions = torch.arange(n_prompt, device=device)
-        cos, sin = adapter.rotary(hidden, positions[None])
+        cos, sin = adapter.rotary(hidden, torch.arange(n_prompt, device=input_ids.device)[None])
         mask = adapter.causal_mask(n_prompt, hidden)
         kept: list[torch.Tensor] = []
         chunk = cache.prefill_chunk_tokens
-        devices = self.layer_devices
         for layer in range(adapter.num_layers):
-            if devices is not None and devices[layer] is not None and hidden.device != devices[layer]:
-                to = devices[layer]
-                hidden, positions, cos, sin = hidden.to(to), positions.to(to), cos.to(to), sin.to(to)
-                mask = mask.to(to) if mask is not None else None
+            hidden, (cos, sin), mask, positions = self._to_layer_device(layer, hidden, (cos, sin), mask, positions)
             kept.append(positions)
             budget = self.schedule.budget(layer, positions.numel()) if self.pruning else None
-            keep_blocks = blocks_to_keep(positions.numel(), self.scorer.block_size, budget) if budget else None
+            keep_blocks = (blocks_to_keep(positions.numel(), self.scorer.block_size, budget, self.scorer.window)
+                           if budget else None)
             window_in = hidden[:, -self.scorer.window :] if keep_blocks else None
             attend = self.attend.get(layer)
             if attend is not None:
@@ -140,22 +178,27 @@ class StagedForward:
                 mask = adapter.causal_mask(positions.numel(), hidden)
             if self.prune_after_attention:
                 hidden = adapter.mlp_block(layer, hidden, chunk)
-        logits = adapter.logits(hidden[:, -1:])[:, -1]
-        ttft = now(logits.device) - start
-        per_token = 2 * adapter.num_kv_heads * adapter.head_dim * hidden.element_size() * hidden.shape[0]
-        result = PrefillResult(
-            logits=logits,
-            cache=cache,
-            kept_positions=kept,
-            ttft_s=ttft,
-            kv_bytes_per_layer=cache.kv_bytes(),
-            full_kv_bytes=per_token * n_prompt * adapter.num_layers,
-        )
-        if self.observe_prefill:
-            self.hook.sliminfer_prefill_end(
-                event=events.PrefillEnd(tuple(result.tokens_per_layer), result.kv_bytes, ttft)
-            )
-        return result
+        return hidden, kept
+
+    def _filter(self, input_ids: torch.Tensor, cache: KVCacheManager) -> torch.Tensor:
+        """The prompt filter's first pass: layers ``0 .. layer - 1`` over the whole prompt with each layer's
+        own attention and no KV kept, then the filter's choice from the last token's query and every
+        token's key at its layer. Returns the kept original positions, ascending, on the prompt's device."""
+        adapter, chosen_by = self.adapter, self.prompt_filter
+        n = input_ids.shape[1]
+        hidden = adapter.embed(input_ids)
+        pe = adapter.rotary(hidden, torch.arange(n, device=input_ids.device)[None])
+        mask = adapter.causal_mask(n, hidden)
+        for layer in range(chosen_by.layer):
+            hidden, pe, mask, _ = self._to_layer_device(layer, hidden, pe, mask)
+            hidden = adapter.attention_block(layer, hidden, pe, mask, None)
+            hidden = adapter.mlp_block(layer, hidden, cache.prefill_chunk_tokens)
+        hidden, pe, _, _ = self._to_layer_device(chosen_by.layer, hidden, pe)
+        query, keys = adapter.last_query_and_keys(chosen_by.layer, hidden, pe)
+        kept = chosen_by.select(query, keys)
+        if self.head_shards is not None:  # every rank must run its second pass on the same tokens
+            kept = self.head_shards.broadcast(kept)
+        return kept.to(input_ids.device)
 
     def _select(
         self,
@@ -176,7 +219,7 @@ class StagedForward:
         scores = self.scorer.score_blocks(queries, keys)[0]
         if self.head_shards is not None:  # every rank must keep the same blocks
             scores = self.head_shards.broadcast(scores)
-        idx = select_kept_indices(scores, n, size, keep_blocks)
+        idx = select_kept_indices(scores, n, size, keep_blocks, self.scorer.window)
         if self.observe_prune:
             self.hook.sliminfer_prune(
                 event=events.PruneDecision(layer, budget, n, positions[idx], scores)
@@ -199,7 +242,7 @@ class StagedForward:
         spread = self.layer_devices is not None
         for layer in range(adapter.num_layers):
             if spread:
-                hidden, pe = self._to_layer_device(layer, hidden, pe)
+                hidden, pe, _, _ = self._to_layer_device(layer, hidden, pe)
             if layer in query_layers:
                 hidden = adapter.attention_block_observed(layer, hidden, pe, None, cache)
             else:
@@ -208,10 +251,13 @@ class StagedForward:
         return adapter.logits(hidden)[:, -1]
 
     def _to_layer_device(
-        self, layer: int, hidden: torch.Tensor, pe: PositionEmbeddings
-    ) -> tuple[torch.Tensor, PositionEmbeddings]:
-        """``hidden`` and the rotary (cos, sin) on ``layer``'s device (layers spread by ``device_map``)."""
+        self, layer: int, hidden: torch.Tensor, pe: PositionEmbeddings, mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, PositionEmbeddings, torch.Tensor | None, torch.Tensor | None]:
+        """``hidden``, the rotary (cos, sin), ``mask`` and ``positions`` on ``layer``'s device (layers spread
+        by ``device_map``; unchanged otherwise)."""
         to = self.layer_devices[layer] if self.layer_devices is not None else None
         if to is None or hidden.device == to:
-            return hidden, pe
-        return hidden.to(to), (pe[0].to(to), pe[1].to(to))
+            return hidden, pe, mask, positions
+        return (hidden.to(to), (pe[0].to(to), pe[1].to(to)), mask.to(to) if mask is not None else None,
+                positions.to(to) if positions is not None else None)

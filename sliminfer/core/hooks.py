@@ -42,6 +42,10 @@ class Register:
         """A prefill attention strategy (subclass of ``sliminfer.strategies.attention.AttentionStrategy``)."""
         self._add("attention", name, cls)
 
+    def prompt_filter(self, name: str, cls: type) -> None:
+        """A prompt filter (subclass of ``sliminfer.strategies.prompt_filter.PromptFilter``)."""
+        self._add("prompt_filter", name, cls)
+
     def model_adapter(self, cls: type) -> None:
         """A model adapter (subclass of ``sliminfer.models.base.ModelAdapter``), keyed by its model_types."""
         for model_type in cls.model_types:
@@ -53,7 +57,7 @@ class Hookspecs:
 
     @hookspec
     def sliminfer_register(self, register: Register) -> None:
-        """Register scorers, schedules, cache managers, attention strategies and model adapters."""
+        """Register scorers, schedules, cache managers, attention strategies, prompt filters and model adapters."""
 
     @hookspec
     def sliminfer_prefill_start(self, event: events.PrefillStart) -> None:

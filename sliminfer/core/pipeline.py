@@ -29,6 +29,7 @@ from sliminfer.strategies.attention import strategy_layers
 
 if TYPE_CHECKING:
     from sliminfer.strategies.base import Schedule
+    from sliminfer.strategies.prompt_filter import PromptFilter
 
 T = TypeVar("T")
 ConfigSource = str | Path | Mapping[str, Any] | SlimConfig | None
@@ -62,9 +63,10 @@ class SlimPipeline:
         layers = attention_layers(self.config, schedule, self.adapter.num_layers)
         section = self.config.attention
         attention = self.registry.build("attention", section, "attention") if section is not None else None
+        prompt_filter = build_prompt_filter(self.config, self.registry, self.adapter.num_layers)
         self.forward = StagedForward(
             self.adapter, self.registry, scorer, schedule, pruning.prune_point if pruning else "after_attention",
-            attention, layers,
+            attention, layers, prompt_filter,
         )
         self._cache_options = self.registry.options("cache", self.config.cache, "cache")
         self._static_decoder: Any = None  # the static decode's buffers and graph, kept for the next call
@@ -242,6 +244,17 @@ def check_config_fits_checkpoint(config: SlimConfig, registry: Registry, hf_conf
         schedule = registry.build("schedule", config.pruning.schedule, "pruning.schedule")
         schedule.check_model(num_layers, "pruning.schedule")
     attention_layers(config, schedule, num_layers)
+    build_prompt_filter(config, registry, num_layers)
+
+
+def build_prompt_filter(config: SlimConfig, registry: Registry, num_layers: int) -> PromptFilter | None:
+    """The config's prompt filter, checked against a model of ``num_layers`` layers (a ConfigError naming
+    ``prompt_filter.layer``), or None without a ``prompt_filter:`` section."""
+    if config.prompt_filter is None:
+        return None
+    prompt_filter: PromptFilter = registry.build("prompt_filter", config.prompt_filter, "prompt_filter")
+    prompt_filter.check_model(num_layers, "prompt_filter")
+    return prompt_filter
 
 
 def attention_layers(config: SlimConfig, schedule: Schedule | None, num_layers: int) -> frozenset[int]:

@@ -3,7 +3,8 @@
 Built-in strategies and third-party plugins register through the same hook,
 ``sliminfer_register(register)``, and receive a typed :class:`Register` callback, so no plugin touches
 the registry's internals (the hook specs and the callback are :mod:`sliminfer.core.hooks`, re-exported
-here). Kinds: scorer, schedule, cache (KV cache manager), attention (prefill attention) and adapter.
+here). Kinds: scorer, schedule, cache (KV cache manager), attention (prefill attention), prompt_filter
+(a first pass that chooses the prompt tokens the prefill runs on) and adapter.
 Third-party plugins load from the ``sliminfer`` entry-point group; the
 environment variable ``SLIMINFER_BLOCK_PLUGINS`` (comma-separated entry-point names, or ``*`` for
 all) keeps named plugins from loading at all.
@@ -53,13 +54,14 @@ from sliminfer.core.strategy import Strategy
 from sliminfer.models.base import ModelAdapter
 from sliminfer.strategies.attention import AttentionStrategy
 from sliminfer.strategies.base import Schedule, Scorer
+from sliminfer.strategies.prompt_filter import PromptFilter
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
 ENTRY_POINT_GROUP = "sliminfer"
 BLOCK_ENV = "SLIMINFER_BLOCK_PLUGINS"
-KINDS = ("scorer", "schedule", "cache", "attention", "adapter")
+KINDS = ("scorer", "schedule", "cache", "attention", "prompt_filter", "adapter")
 BUILTINS = "sliminfer.builtins"  # the built-ins' plugin name (the module sliminfer/__init__.py provides)
 BUILTIN_NAMES = frozenset({BUILTINS, "builtins"})  # what a user may write to mean the built-ins
 
@@ -122,6 +124,7 @@ BASES: dict[str, type[Strategy]] = {
     "schedule": Schedule,
     "cache": KVCacheManager,
     "attention": AttentionStrategy,
+    "prompt_filter": PromptFilter,
     "adapter": ModelAdapter,
 }
 
@@ -275,6 +278,8 @@ class Registry:
             schedule.check_block_size(scorer.block_size, field="pruning.schedule")
         if config.attention is not None:
             self.options("attention", config.attention, "attention")
+        if config.prompt_filter is not None:
+            self.options("prompt_filter", config.prompt_filter, "prompt_filter")
 
     def adapter_for(self, hf_config: PretrainedConfig) -> Entry:
         model_type = getattr(hf_config, "model_type", None)

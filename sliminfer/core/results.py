@@ -13,6 +13,22 @@ if TYPE_CHECKING:
     from sliminfer.decode.static import StaticDecoder
 
 
+@dataclass(frozen=True)
+class PromptSelection:
+    """What a prompt filter (GemFilter) kept: the prefill proper ran on these tokens only.
+
+    Attributes:
+        layer: the layer whose queries and keys chose them.
+        prompt_tokens: tokens of the whole prompt.
+        kept: the kept tokens' positions in the prompt, ascending, ``[m]``; the second pass encoded them
+            as positions ``0 .. m - 1``.
+    """
+
+    layer: int
+    prompt_tokens: int
+    kept: torch.Tensor
+
+
 @dataclass
 class PrefillResult:
     """The outcome of one prefill.
@@ -20,11 +36,14 @@ class PrefillResult:
     Attributes:
         logits: last prompt token's logits, ``[batch, vocab]``.
         cache: the KV cache manager holding every layer's KV, ready for decoding.
-        kept_positions: for every layer, the ORIGINAL positions of the prompt tokens whose KV that
-            layer holds, in order.
-        ttft_s: seconds from the start of the prefill to the logits (device synchronised).
+        kept_positions: for every layer, the ORIGINAL positions (places in the prompt) of the prompt tokens
+            whose KV that layer holds, in order. After a prompt filter RoPE encoded them as ``0 .. m - 1``
+            instead (see ``filtered``).
+        ttft_s: seconds from the start of the prefill to the logits (device synchronised; a prompt
+            filter's first pass included).
         kv_bytes_per_layer: bytes of prompt KV each layer holds.
-        full_kv_bytes: what an unpruned prefill of the same prompt would hold.
+        full_kv_bytes: what an unpruned, unfiltered prefill of the same prompt would hold.
+        filtered: what a prompt filter kept, or None when the prefill ran on the whole prompt.
     """
 
     logits: torch.Tensor
@@ -33,9 +52,17 @@ class PrefillResult:
     ttft_s: float
     kv_bytes_per_layer: list[int]
     full_kv_bytes: int
+    filtered: PromptSelection | None = None
 
     @property
     def prompt_tokens(self) -> int:
+        """Tokens of the prompt (the whole of it, also when a prompt filter ran on fewer)."""
+        return self.filtered.prompt_tokens if self.filtered is not None else self.next_position
+
+    @property
+    def next_position(self) -> int:
+        """The position the first generated token is fed at: the tokens the prefill ran at its first layer
+        (the prompt's length, or after a prompt filter the kept tokens', whose positions were re-encoded)."""
         return int(self.kept_positions[0].numel())
 
     @property

@@ -4,9 +4,10 @@ Kept apart from :mod:`sliminfer.core.config`, which reads a config (presets, YAM
 pydantic's errors into ConfigErrors, so each stays small; that module re-exports everything here, the
 import path strategies and callers use.
 
-Strategy sections (``pruning.scorer``, ``pruning.schedule``, ``cache``, ``attention``) are written flat in
-YAML (``{name: token_unit, block_size: 64}``); their options are validated by the config model that the
-named strategy registered (see :mod:`sliminfer.core.registry`). This module names no strategy.
+Strategy sections (``pruning.scorer``, ``pruning.schedule``, ``cache``, ``attention``, ``prompt_filter``) are
+written flat in YAML (``{name: token_unit, block_size: 64}``); their options are validated by the config
+model that the named strategy registered (see :mod:`sliminfer.core.registry`). This module names no
+strategy.
 """
 
 from __future__ import annotations
@@ -130,6 +131,11 @@ class AttentionSection(StrategySpec):
         return layers
 
 
+class PromptFilterSection(StrategySpec):
+    """A prompt filter (:mod:`sliminfer.strategies.prompt_filter`): a first pass over the whole prompt chooses
+    the tokens the prefill then runs on, positions re-encoded (GemFilter: ``{name: gemfilter, layer: 13}``)."""
+
+
 class GenerationSection(ConfigModel):
     """Decoding defaults; every field can be overridden per `generate` call."""
 
@@ -159,7 +165,7 @@ class GenerationSection(ConfigModel):
         return value
 
 
-DecodeKernel = Literal["auto", "sdpa", "flash", "split"]
+DecodeKernel = Literal["auto", "sdpa", "flash", "split", "flex"]
 
 
 class DecodeSection(ConfigModel):
@@ -173,15 +179,26 @@ class DecodeSection(ConfigModel):
 
     mode: Literal["eager", "static"] = Field("eager", description="eager, or static (greedy; CUDA graph on GPUs).")
     kernel: DecodeKernel = Field(
-        "auto", description="Static decode attention: auto, sdpa, flash (FlashAttention varlen) or split (split-KV)."
+        "auto", description="Static decode attention: auto, sdpa, flash (FlashAttention varlen), split (split-KV) or "
+        "flex (FlexAttention's decoding kernel; compiled decodes only)."
     )
     graph: bool | None = Field(None, description="Replay the static step as a CUDA graph (null: on CUDA devices).")
     compile: bool | None = Field(None, description="torch.compile the static step (null: on CUDA devices).")
-    fuse: bool = Field(
-        True,
-        description="Run q/k/v and gate/up as one matmul each from the decoder's own copies of those weights "
-        "(faster; one extra copy of them while the decoder lives). false: no copy.",
+    fuse: Literal[True, False, "qkv"] | None = Field(
+        None,
+        description="true: run q/k/v and gate/up as one matmul each from the decoder's own copies of those "
+        "weights (faster; one extra copy of them, about 56% of a Llama's weights, while the decoder lives); "
+        "qkv: fuse q/k/v only (about 9% of the weights); false: no copy. null: the decoder's own choice, true "
+        "for the GPU-resident cache and qkv for a cache manager that exists to save GPU memory (offload).",
     )
+
+    @field_validator("fuse", mode="before")
+    @classmethod
+    def _fuse_is_not_a_number(cls, value: Any) -> Any:
+        """A Literal of booleans would take 1 and 0 as true and false: refuse them, as the strict bools do."""
+        if not isinstance(value, bool | str | None):
+            raise ValueError("Input should be a valid boolean (true, false), 'qkv' or null")
+        return value
 
 
 class SlimConfig(ConfigModel):
@@ -192,6 +209,9 @@ class SlimConfig(ConfigModel):
     cache: CacheSection = Field(default_factory=lambda: CacheSection(name="gpu"))
     attention: AttentionSection | None = Field(
         None, description="Absent or null: every layer's prefill attention is its own module's."
+    )
+    prompt_filter: PromptFilterSection | None = Field(
+        None, description="Absent or null: the prefill runs on the whole prompt."
     )
     generation: GenerationSection = Field(default_factory=GenerationSection)
     decode: DecodeSection = Field(default_factory=DecodeSection)
@@ -208,6 +228,7 @@ __all__ = [
     "DecodeSection",
     "GenerationSection",
     "ModelSection",
+    "PromptFilterSection",
     "PruningSection",
     "SlimConfig",
     "StrategySpec",

@@ -33,7 +33,7 @@ def eager_generate(pipe: SlimPipeline, ids: torch.Tensor, gen: GenerationSection
     ttft = now(device) - start
     tokens = [int(token)]
     stopped_by = "max_new_tokens"
-    position = ids.shape[1]
+    position = prefill.next_position
     while True:
         if observe:
             pipe.registry.pm.hook.sliminfer_decode_step(event=events.DecodeStep(len(tokens) - 1, tokens[-1], position))
@@ -54,7 +54,7 @@ def eager_generate(pipe: SlimPipeline, ids: torch.Tensor, gen: GenerationSection
     return GenerationResult(
         token_ids=tokens,
         text=_text(pipe.tokenizer, tokens, gen.stop),
-        prompt_tokens=ids.shape[1],
+        prompt_tokens=prefill.prompt_tokens,
         ttft_s=ttft,
         decode_s_per_token=(total - ttft) / steps if steps else 0.0,
         total_s=total,

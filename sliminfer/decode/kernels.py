@@ -9,6 +9,9 @@ length; :data:`KERNELS` are its choices:
   CUDA, half precision, a torch whose op takes it: :func:`flash_decode_available`);
 - ``split``: :func:`split_attention`, split-KV attention from two batched matmuls (flash-decoding's
   idea in plain ops), the fastest under ``torch.compile`` (measured: benchmarks/results);
+- ``flex``: :func:`flex_decode_attention`, torch's FlexAttention with the buffer's additive mask as a
+  score modification; compiled, it lowers to FlexAttention's own split-KV decoding kernel (one pass
+  over K and V, the softmax fused), so it needs a compiled decode;
 - ``auto``: ``split`` when compiled, else ``flash`` where available, else ``sdpa``.
 """
 
@@ -22,7 +25,7 @@ import torch.nn.functional as F
 
 from sliminfer.core.errors import ConfigError
 
-KERNELS = ("auto", "sdpa", "flash", "split")
+KERNELS = ("auto", "sdpa", "flash", "split", "flex")
 CAPACITY_ALIGN = 256  # buffer capacities are multiples of this; also the chunk of the split kernel's reduction
 
 
@@ -33,6 +36,9 @@ def resolve_kernel(kernel: str, compiled: bool, device: torch.device, dtype: tor
     if kernel == "flash" and not flash_decode_available(device, dtype):
         raise ConfigError("decode.kernel", "flash", "needs CUDA, float16/bfloat16 and a torch whose FlashAttention "
                           "op takes seqused_k; use 'sdpa', 'split' or 'auto'")
+    if kernel == "flex" and not compiled:
+        raise ConfigError("decode.kernel", "flex", "needs a compiled decode (decode.compile: true, the default on "
+                          "CUDA): uncompiled FlexAttention is a slow reference; use 'sdpa', 'split' or 'auto'")
     return kernel
 
 
@@ -105,6 +111,26 @@ def split_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, b
     parts = torch.matmul(probs.view(1, kv_heads, group, chunks, CAPACITY_ALIGN).transpose(2, 3),
                          values.view(1, kv_heads, chunks, CAPACITY_ALIGN, d))
     return parts.float().sum(dim=2).to(values.dtype).reshape(1, 1, -1)
+
+
+def flex_decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor,
+                          scale: float) -> torch.Tensor:
+    """Decode attention of one query token ``[1, q_heads, 1, d]`` over a buffer ``[1, kv_heads, capacity, d]``
+    with FlexAttention; ``bias`` (``[..., capacity]``: 0 for written slots, -inf for the rest) is added
+    to the scores. Returns ``[1, 1, q_heads * d]``.
+
+    Why: the split kernel's scores, softmax and chunked reduction are separate kernels that each touch the
+    scores; FlexAttention's decoding kernel streams K and V once with an online softmax, split over the
+    KV length. The grouped-query heads are FlexAttention's own (``enable_gqa``): no KV copy."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    row = bias.reshape(-1)
+
+    def add_bias(score: torch.Tensor, b: Any, h: Any, q_idx: Any, kv_idx: Any) -> torch.Tensor:
+        return score + row[kv_idx]
+
+    out = flex_attention(q, keys, values, score_mod=add_bias, scale=scale, enable_gqa=True)
+    return out.transpose(1, 2).reshape(1, 1, -1)
 
 
 def decode_attention_kernels(device: torch.device) -> contextlib.AbstractContextManager[None]:

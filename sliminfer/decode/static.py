@@ -40,7 +40,7 @@ from sliminfer.core.config import DecodeSection
 from sliminfer.core.errors import ConfigError, InputError
 from sliminfer.decode import kernels
 from sliminfer.decode.compile_cache import compile_static
-from sliminfer.decode.kernels import CAPACITY_ALIGN, flash_attend, split_attention
+from sliminfer.decode.kernels import CAPACITY_ALIGN, flash_attend, flex_decode_attention, split_attention
 from sliminfer.models.decode_parts import bind_decode_parts, fuse_projections
 
 if TYPE_CHECKING:
@@ -63,17 +63,19 @@ class StaticDecoder:
     :meth:`tokens`. A decoder serves any later prompt whose layers fit (:meth:`fits`), reusing its
     graph: capture once, replay for every request.
 
-    ``options`` is the ``decode:`` section (kernel, graph, compile, fuse). With ``fuse`` (the default)
-    each layer's q/k/v and gate/up run as one matmul each, from copies of those weights that the decoder
+    ``options`` is the ``decode:`` section (kernel, graph, compile, fuse). With ``fuse: true`` (this
+    decoder's default, :attr:`default_fuse`) each layer's q/k/v and gate/up run as one matmul each, from copies of those weights that the decoder
     holds (:attr:`fused`; decoders of one adapter alive at once share them). The cost is one extra copy
     of the attention q/k/v and MLP gate/up weights on the device (about 56% of a Llama-3-8B's weights)
-    for as long as the decoder lives; ``fuse: false`` keeps no copy and calls the model's modules (three
+    for as long as the decoder lives; ``fuse: qkv`` copies q/k/v only (about 9%); ``fuse: false`` keeps no copy and calls the model's modules (three
     more launches per layer and step). Layers whose linears are not plain ``torch.nn.Linear``
     (quantized, LoRA-wrapped, hooked) always run through their own modules.
     """
 
     #: a later request whose prompt fits may reuse this decoder, its buffers and graph
     reusable: ClassVar[bool] = True
+    #: what ``decode.fuse: null`` means for this decoder: q/k/v and gate/up (True), q/k/v only ("qkv")
+    default_fuse: ClassVar[bool | str] = True
 
     def __init__(
         self,
@@ -113,7 +115,8 @@ class StaticDecoder:
         self._steps_done: int | None = None  # decode steps since the last load (None: nothing loaded)
         # q/k/v and gate/up as one matmul each, from this decoder's own copies of those weights (shared
         # with any other live decoder of the adapter); the model is not changed. See FusedProjections.
-        self.fused = fuse_projections(adapter) if options.fuse else None
+        fuse = self.default_fuse if options.fuse is None else options.fuse
+        self.fused = fuse_projections(adapter, gate_up=fuse is True) if fuse else None
         self._parts = bind_decode_parts(adapter, self.fused)
         self._scales = [self._parts.scale(i) for i in range(adapter.num_layers)]
         self._q_heads = adapter.num_q_heads
@@ -199,7 +202,7 @@ class StaticDecoder:
             self.bias[layer].fill_(float("-inf"))
             self.bias[layer][..., :n] = 0.0
         self.lens.copy_(torch.tensor(tokens, dtype=torch.long))
-        self.n_prompt.fill_(prefill.prompt_tokens)
+        self.n_prompt.fill_(prefill.next_position)
         self.step.zero_()
         self.token.copy_(first_token.reshape(1, 1))
         self.generated.zero_()
@@ -333,6 +336,8 @@ class StaticDecoder:
         keys = self.keys[layer]
         if self.attention == "split":
             return split_attention(q, keys, self.values[layer], self.bias[layer], self._scales[layer])
+        if self.attention == "flex":
+            return flex_decode_attention(q, keys, self.values[layer], self.bias[layer], self._scales[layer])
         # GQA without copying KV: the query heads of one KV group become that group's query rows
         q = q.reshape(1, keys.shape[1], -1, d)
         out = F.scaled_dot_product_attention(q, keys, self.values[layer], attn_mask=self.bias[layer],

@@ -98,12 +98,12 @@ class LMAgreementTask(Task):
         cont = list(sample.extra["continuation"])
         pre = pipe.prefill(ids, reserve_tokens=len(cont))
         greedy_cache = copy.deepcopy(pre.cache)
-        n = ids.shape[1]
-        nll, hits = teacher_forced(pipe, pre.logits, pre.cache, n, cont)
-        greedy = greedy_continuation(pipe, pre.logits, greedy_cache, n, len(cont))
+        position = pre.next_position
+        nll, hits = teacher_forced(pipe, pre.logits, pre.cache, position, cont)
+        greedy = greedy_continuation(pipe, pre.logits, greedy_cache, position, len(cont))
         return {
             "nll_sum": nll, "n_tokens": len(cont), "top1": hits / len(cont), "greedy_ids": greedy,
-            "prompt_tokens": n, "kept_tokens": pre.tokens_per_layer[-1], "ttft_s": round(pre.ttft_s, 3),
+            "prompt_tokens": pre.prompt_tokens, "kept_tokens": pre.tokens_per_layer[-1], "ttft_s": round(pre.ttft_s, 3),
         }
 
     def compare(self, record: Record, reference: Record) -> Record:

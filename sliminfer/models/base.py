@@ -188,9 +188,10 @@ class ModelAdapter(Strategy, DecodeParts):
         hidden: torch.Tensor,
         position_embeddings: PositionEmbeddings,
         attention_mask: torch.Tensor | None,
-        cache: KVCacheManager,
+        cache: KVCacheManager | None,
     ) -> torch.Tensor:
-        """``hidden + self_attn(input_layernorm(hidden))``; the attention writes its KV into ``cache``."""
+        """``hidden + self_attn(input_layernorm(hidden))``; the attention writes its KV into ``cache`` (None:
+        nowhere, as in a prompt filter's first pass, whose KV nothing reads)."""
         block = self.layers[layer]
         attn_out, _ = block.self_attn(
             hidden_states=block.input_layernorm(hidden),
@@ -320,6 +321,19 @@ class ModelAdapter(Strategy, DecodeParts):
         any q norm, RoPE), so scoring and decoding cannot drift apart; the window's keys and values (a
         few tokens) come along and are dropped."""
         return self.decode_qkv(layer, hidden, position_embeddings)[0]
+
+    def last_query_and_keys(
+        self, layer: int, hidden: torch.Tensor, position_embeddings: PositionEmbeddings
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last token's queries ``[b, q_heads, 1, d]`` and every token's keys ``[b, kv_heads, n, d]`` at
+        ``layer``, from the layer's input ``hidden``, as the attention sees them (after any q/k norm and
+        RoPE): what a prompt filter chooses tokens from.
+
+        One :meth:`DecodeParts.decode_qkv` over all tokens, so the filter's scores cannot drift from the
+        attention's own q/k; the other queries and the values it also computes are dropped (two
+        projections over the prompt: about 1% of a Llama-3.1-8B filter pass of 13 layers)."""
+        q, k, _ = self.decode_qkv(layer, hidden, position_embeddings)
+        return q[:, :, -1:], k
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm and LM head of the given tokens: ``[b, n, vocab]``."""

@@ -137,7 +137,9 @@ class FusedProjections:
     Memory: one extra copy of the fused weights, i.e. of the q/k/v and gate/up projections (about 56%
     of Llama-3-8B's weights, 9.1 GB in bf16), held while a decoder using it lives. Decoders built while
     another lives share its copy (:func:`fuse_projections`), so replacing a decoder never holds two.
-    Pass ``fuse=False`` to the decoder to run the model's own modules instead (no copy, more launches).
+    ``gate_up=False`` fuses q/k/v only (about 9 % of the weights, 1.6 GB there: two of the three saved
+    launches for a sixth of the memory), what a decoder that exists to save GPU memory chooses
+    (``decode.fuse: qkv``); ``fuse: false`` runs the model's own modules (no copy, more launches).
 
     The copies follow in-place changes of the model's weights (``load_state_dict``, ``copy_``):
     :meth:`refresh`, called for every request, compares each source's address and version counter and
@@ -145,13 +147,14 @@ class FusedProjections:
     hooked, sharded) runs through its modules' own forwards.
     """
 
-    def __init__(self, adapter: Any) -> None:
+    def __init__(self, adapter: Any, gate_up: bool = True) -> None:
         self.layers: list[FusedLayer] = []
+        self.gate_up = gate_up
         for block in adapter.layers:
-            qkv, gate_up = _layer_groups(block)
+            qkv, mlp = _layer_groups(block)
             self.layers.append(FusedLayer(
                 _FusedGroup(qkv) if None not in qkv and _fusable(qkv) else None,
-                _FusedGroup(gate_up) if None not in gate_up and _fusable(gate_up) else None,
+                _FusedGroup(mlp) if gate_up and None not in mlp and _fusable(mlp) else None,
             ))
         self._adapter_layers = adapter.layers
 
@@ -180,19 +183,20 @@ class FusedProjections:
         return sum(g.nbytes() for layer in self.layers for g in layer if g is not None)
 
 
-def fuse_projections(adapter: Any) -> FusedProjections | None:
-    """The adapter's fused q/k/v and gate/up weights (:class:`FusedProjections`), None where no layer's
-    linears can be fused. While a result is alive (a decoder holds it) later calls for the same adapter
-    return it, refreshed, instead of building a second copy; the model itself is never changed."""
+def fuse_projections(adapter: Any, gate_up: bool = True) -> FusedProjections | None:
+    """The adapter's fused q/k/v (and with ``gate_up`` gate/up) weights (:class:`FusedProjections`), None
+    where no layer's linears can be fused. While a result is alive (a decoder holds it) later calls for the
+    same adapter return it, refreshed, instead of building a second copy (one that fuses gate/up too serves
+    a call that asks for q/k/v only: it costs nothing more); the model itself is never changed."""
     holder = getattr(adapter, "__dict__", None)
     ref = holder.get("_fused_projections") if holder is not None else None
     fused = ref() if ref is not None else None
-    if fused is not None and fused.valid_for(adapter):
+    if fused is not None and fused.valid_for(adapter) and (fused.gate_up or not gate_up):
         fused.refresh()
         return fused
     try:
         with torch.no_grad():
-            fused = FusedProjections(adapter)
+            fused = FusedProjections(adapter, gate_up)
     except torch.OutOfMemoryError:  # no room for the copy: the modules' own matmuls need none
         warnings.warn("fast decode: no device memory for the fused q/k/v and gate/up weights (one extra "
                       "copy of them); decoding with the model's own projections", stacklevel=3)

@@ -28,7 +28,21 @@ class ScorerConfig(ConfigModel):
     window: int = Field(4, ge=1, description="Last prompt tokens whose queries form the local query.")
 
 
-class Scorer(Strategy, ABC):
+class HeadMean:
+    """The mean over query heads that stays right under tensor parallelism, for strategies that combine
+    heads (scorers, prompt filters)."""
+
+    #: set by the pipeline when tensor parallelism shards the heads (None: this process holds them all)
+    head_shards: HeadShards | None = None
+
+    def mean_over_heads(self, values: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
+        """``values.mean(dim)`` where ``dim`` spans the query heads (and anything of equal size on every
+        rank, such as the window queries): under tensor parallelism, the mean over all ranks' heads."""
+        local = values.mean(dim=dim)
+        return local if self.head_shards is None else self.head_shards.head_mean(local)
+
+
+class Scorer(HeadMean, Strategy, ABC):
     """Scores the full blocks of the current token sequence at a pruning layer."""
 
     Config = ScorerConfig
@@ -38,14 +52,6 @@ class Scorer(Strategy, ABC):
     #: scores under tensor parallelism equal those of one process. Under tensor parallelism a scorer that
     #: does not is run on each rank's own heads and the first rank's scores decide (the pipeline warns).
     combines_heads: ClassVar[bool] = False
-    #: set by the pipeline when tensor parallelism shards the heads (None: this process holds them all)
-    head_shards: HeadShards | None = None
-
-    def mean_over_heads(self, values: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
-        """``values.mean(dim)`` where ``dim`` spans the query heads (and anything of equal size on every
-        rank, such as the window queries): under tensor parallelism, the mean over all ranks' heads."""
-        local = values.mean(dim=dim)
-        return local if self.head_shards is None else self.head_shards.head_mean(local)
 
     @property
     def block_size(self) -> int:

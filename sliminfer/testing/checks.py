@@ -2,19 +2,26 @@
 AssertionError, with the numbers, when the strategy breaks a rule every strategy must keep.
 
 The yardsticks are independent of the code under test: stock transformers (``model(...)`` and
-``model.generate``) for unpruned runs, and the full-length masked reference
-(:class:`~sliminfer.testing.reference.ScoringReference`) for pruned ones. The eager decode is the
+``model.generate``) for unpruned runs and for a prompt filter's second pass (run stock on the kept ids),
+and the full-length masked reference (:class:`~sliminfer.testing.reference.ScoringReference`) for pruned
+ones. The eager decode is the
 yardstick of the static one, which the reference cannot run. :mod:`sliminfer.testing.conformance`
 says which checks each kind must pass.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from sliminfer.decode.run import static_generate
 from sliminfer.testing.reference import Scored, ScoringReference, pipeline_greedy
 from sliminfer.testing.subject import Subject
+
+if TYPE_CHECKING:
+    from sliminfer.core.pipeline import SlimPipeline
+    from sliminfer.core.results import PrefillResult
 
 #: fp32 tolerance against the masked reference: it sums over all positions with masked ones at zero
 #: weight, the pipeline over fewer, so only the summation order differs
@@ -125,18 +132,65 @@ def unpruned_decode_matches_stock(s: Subject) -> None:
     within :data:`STOCK_TOL`."""
     model = s.model()
     ids = s.prompts()[0]
-    pipe = s.pipeline(model, pruned=False)
+    _decode_matches_generate(s.pipeline(model, pruned=False), model, ids, ids)
+
+
+def _decode_matches_generate(pipe: SlimPipeline, model: torch.nn.Module, ids: torch.Tensor,
+                             stock_ids: torch.Tensor) -> None:
+    """``pipe``'s eager greedy decode of ``ids`` gives ``model.generate``'s greedy tokens of ``stock_ids``,
+    each step's logits within :data:`STOCK_TOL`."""
     ours = pipe.generate(ids, max_new_tokens=DECODE_STEPS).token_ids
     with torch.inference_mode():
-        stock = model.generate(ids, do_sample=False, max_new_tokens=DECODE_STEPS, min_new_tokens=DECODE_STEPS,
+        stock = model.generate(stock_ids, do_sample=False, max_new_tokens=DECODE_STEPS, min_new_tokens=DECODE_STEPS,
                                output_logits=True, return_dict_in_generate=True)
-    stock_tokens = stock.sequences[0, ids.shape[1]:].tolist()
+    stock_tokens = stock.sequences[0, stock_ids.shape[1]:].tolist()
     assert ours == stock_tokens, f"greedy tokens differ from model.generate's: {_first_difference(ours, stock_tokens)}"
     _, logits = pipeline_greedy(pipe, pipe.prefill(ids, reserve_tokens=DECODE_STEPS), DECODE_STEPS - 1)
     gaps = [_gap(a, b) for a, b in zip(logits, stock.logits)]
     worst = max(range(len(gaps)), key=gaps.__getitem__)
     assert gaps[worst] <= STOCK_TOL, (f"step {worst} logits differ from model.generate's by {gaps[worst]:.3g} "
                                       f"(tolerance {STOCK_TOL:g})")
+
+
+def _filtered_ids(s: Subject, model: torch.nn.Module) -> tuple[torch.Tensor, PrefillResult]:
+    """The kit's first prompt and its unpruned prefill through the subject's prompt filter, with the
+    filter's selection checked: distinct prompt positions, ascending, fewer than the prompt's, held by
+    every layer, decoding continuing at position ``m``."""
+    ids = s.prompts()[0]
+    n = ids.shape[1]
+    result = s.pipeline(model, pruned=False).prefill(ids)
+    if result.filtered is None:
+        raise AssertionError(f"nothing was filtered from the {n}-token prompt, so this check would hold for any "
+                             "filter; give options that filter it")
+    kept = result.filtered.kept.cpu()
+    assert kept.dtype == torch.long and 0 < kept.numel() < n, f"kept {kept.numel()} of {n} tokens ({kept.dtype})"
+    assert torch.all(kept[1:] > kept[:-1]) and kept[0] >= 0 and kept[-1] < n, (
+        f"kept positions must be distinct prompt positions, ascending: {kept.tolist()}")
+    assert result.prompt_tokens == result.filtered.prompt_tokens == n, (
+        f"prompt_tokens {result.prompt_tokens} (selection: {result.filtered.prompt_tokens}) for a {n}-token prompt")
+    assert result.next_position == kept.numel(), f"next position {result.next_position} after {kept.numel()} kept"
+    for layer, positions in enumerate(result.kept_positions):
+        assert torch.equal(positions.cpu(), kept), f"layer {layer} holds {positions.numel()} positions, not the kept ones"
+    return ids, result
+
+
+def filtered_prefill_equals_stock_on_kept_ids(s: Subject) -> None:
+    """A prompt filter's prefill is stock transformers' forward over the kept token ids alone (positions
+    re-encoded ``0 .. m - 1``): its last-token logits bit for bit (fp32)."""
+    model = s.model()
+    ids, result = _filtered_ids(s, model)
+    with torch.inference_mode():
+        stock = model(ids[:, result.filtered.kept.cpu()], use_cache=True, logits_to_keep=1).logits[:, -1]
+    assert torch.equal(result.logits, stock), (
+        f"filtered prefill logits differ from stock transformers' on the kept ids by {_gap(result.logits, stock):.3g}")
+
+
+def filtered_decode_matches_stock_on_kept_ids(s: Subject) -> None:
+    """After a prompt filter the eager greedy decode (continuing at position ``m``) gives
+    ``model.generate``'s greedy tokens of the kept ids alone, each step's logits within :data:`STOCK_TOL`."""
+    model = s.model()
+    ids, result = _filtered_ids(s, model)
+    _decode_matches_generate(s.pipeline(model, pruned=False), model, ids, ids[:, result.filtered.kept.cpu()])
 
 
 def static_decode_matches_eager(s: Subject) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 from sliminfer.core.errors import SlimInferError
 from sliminfer.core.registry import Registry, get_registry
 from sliminfer.testing.checks import (
+    filtered_decode_matches_stock_on_kept_ids,
+    filtered_prefill_equals_stock_on_kept_ids,
     pruned_prefill_matches_reference,
     scores_have_documented_shape,
     state_resets_between_requests,
@@ -55,6 +57,10 @@ KIND_CHECKS: dict[str, KindChecks] = {
     "attention": KindChecks(("attention",), (
         unpruned_prefill_equals_stock, unpruned_decode_matches_stock, pruned_prefill_matches_reference,
         state_resets_between_requests)),
+    # the second pass is stock transformers over the kept ids; the static decode continues at position m
+    "prompt_filter": KindChecks(("prompt_filter",), (
+        filtered_prefill_equals_stock_on_kept_ids, filtered_decode_matches_stock_on_kept_ids,
+        static_decode_matches_eager, state_resets_between_requests)),
     "adapter": KindChecks(None, (
         unpruned_prefill_equals_stock, unpruned_decode_matches_stock, static_decode_matches_eager,
         pruned_prefill_matches_reference, state_resets_between_requests)),
@@ -64,11 +70,14 @@ KIND_CHECKS: dict[str, KindChecks] = {
 #: checked on each of its own model types)
 CHECKED_ARCHS = ("llama", "qwen3")
 
-#: options for the built-ins whose Config has required fields, chosen for the tiny models (scorer
-#: block size 16, a 301-token prompt, six layers); ``options=`` replaces them
+#: options for the built-ins whose Config has required fields or defaults sized for real models, chosen
+#: for the tiny models (scorer block size 16, a 301-token prompt, six layers); ``options=`` replaces them.
+#: snapkv scores single tokens (block size 1: prompts of 31 and 21 tokens), so its window shrinks to 4
 TINY_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("schedule", "fixed"): {"layers": [1, 3], "budgets": [160, 64]},
     ("schedule", "ratio"): {"layers": [0, 2], "ratios": [0.5, 0.5], "block_size": 16},
+    ("scorer", "snapkv"): {"block_size": 1, "window": 4, "kernel_size": 3},
+    ("prompt_filter", "gemfilter"): {"layer": 2, "tokens": 200},
 }
 
 

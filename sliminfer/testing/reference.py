@@ -140,7 +140,8 @@ class ScoringReference(MaskedReference):
             return  # decode steps, and the last layer: no later layer sees what it would keep
         kept = self.kept[layer]
         budget = self.schedule.budget(layer, kept.numel())
-        keep_blocks = blocks_to_keep(kept.numel(), self.scorer.block_size, budget) if budget else None
+        size = self.scorer.block_size
+        keep_blocks = blocks_to_keep(kept.numel(), size, budget, self.scorer.window) if budget else None
         if keep_blocks is None:
             self.kept.append(kept)
             return
@@ -163,7 +164,8 @@ class ScoringReference(MaskedReference):
             raise AssertionError(f"layer {layer}: score_blocks returned shape {tuple(scores.shape)} for {n_full} full "
                                  f"blocks of {size}; the documented shape is [batch, n_full_blocks] = [1, {n_full}]")
         self.scored.append(Scored(layer, queries, keys, scores))
-        self.kept.append(kept[select_kept_indices(scores[0], kept.numel(), size, keep_blocks).cpu()])
+        kept_now = select_kept_indices(scores[0], kept.numel(), size, keep_blocks, self.scorer.window)
+        self.kept.append(kept[kept_now.cpu()])
 
 
 def greedy(first_logits: torch.Tensor, step: Callable[[torch.Tensor, int], torch.Tensor],
@@ -182,7 +184,7 @@ def greedy(first_logits: torch.Tensor, step: Callable[[torch.Tensor, int], torch
 
 def pipeline_greedy(pipe: SlimPipeline, prefill: PrefillResult, steps: int) -> tuple[list[int], list[torch.Tensor]]:
     """:func:`greedy` through the pipeline's eager decode step, on the prefill's own cache."""
-    n = prefill.prompt_tokens
+    n = prefill.next_position
     return greedy(prefill.logits, lambda token, i: pipe.forward.decode_step(token, n + i, prefill.cache), steps)
 
 

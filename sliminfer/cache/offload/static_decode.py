@@ -71,6 +71,9 @@ class OffloadStaticDecoder(StaticDecoder):
     """Static decode for a prompt whose KV the offload manager holds (see the module docstring)."""
 
     reusable: ClassVar[bool] = False  # it holds its request's host KV and slot state
+    #: q/k/v only: the gate/up copy (about 47% of a Llama's weights) would cost more GPU memory than the
+    #: offload saves, for one launch less per layer (H200, 8B shape at 128k: benchmarks/results/)
+    default_fuse: ClassVar[bool | str] = "qkv"
 
     def __init__(self, adapter: ModelAdapter, manager: OffloadingKVManager, max_new_tokens: int,
                  options: DecodeSection) -> None:
@@ -103,9 +106,9 @@ class OffloadStaticDecoder(StaticDecoder):
     @staticmethod
     def kernel(options: DecodeSection) -> str:
         """The attention kernel for ``options`` (refused before any work where this decoder has none)."""
-        if options.kernel not in ("auto", "split", "sdpa"):
+        if options.kernel not in ("auto", "split", "sdpa", "flex"):
             raise ConfigError("decode.kernel", options.kernel, "the offload manager's static decode takes 'auto', "
-                              "'split' or 'sdpa'")
+                              "'split', 'sdpa' or 'flex'")
         return "split" if options.kernel == "auto" else options.kernel
 
     # hand-over -----------------------------------------------------------------------------------------
@@ -261,7 +264,7 @@ class OffloadStaticRun(StaticRun):
         token = prefill.logits.argmax(dim=-1, keepdim=True)
         ttft = now(device) - start
         tokens = [int(token)]
-        position = prefill.prompt_tokens
+        position = prefill.next_position
         for _ in range(min(cache.config.recent_window, max_new_tokens - 1)):
             token = forward.decode_step(token, position, cache).argmax(dim=-1, keepdim=True)
             tokens.append(int(token))
