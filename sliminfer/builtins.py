@@ -3,7 +3,10 @@
 from sliminfer.cache.gpu_resident import GPUResidentCache
 from sliminfer.cache.offload import OffloadingKVManager
 from sliminfer.core.registry import Register, hookimpl
+from sliminfer.models.gemma import GemmaAdapter
 from sliminfer.models.llama import LlamaAdapter
+from sliminfer.models.mistral import MistralAdapter
+from sliminfer.models.phi3 import Phi3Adapter
 from sliminfer.models.qwen import Qwen2Adapter, Qwen3Adapter
 from sliminfer.strategies.attention_unit import AttentionUnitScorer
 from sliminfer.strategies.dense_attention import DenseAttention
@@ -11,14 +14,11 @@ from sliminfer.strategies.fixed_schedule import FixedBudgetSchedule
 from sliminfer.strategies.gemfilter import GemFilter
 from sliminfer.strategies.last_token import LastTokenScorer
 from sliminfer.strategies.ratio_schedule import RatioSchedule
-<<<<<<< HEAD
 from sliminfer.strategies.snapkv import SnapKVScorer
-=======
 from sliminfer.strategies.sparse_attention.strategy import (
     FlexPrefillAttention,
     MInferenceAttention,
 )
->>>>>>> sparse
 from sliminfer.strategies.token_unit import TokenUnitScorer
 
 
@@ -33,11 +33,8 @@ def sliminfer_register(register: Register) -> None:
     register.cache_manager("gpu", GPUResidentCache)
     register.cache_manager("offload", OffloadingKVManager)
     register.attention("dense", DenseAttention)
-<<<<<<< HEAD
-    register.prompt_filter("gemfilter", GemFilter)
-=======
     register.attention("minference", MInferenceAttention)
     register.attention("flexprefill", FlexPrefillAttention)
->>>>>>> sparse
-    for adapter in (LlamaAdapter, Qwen2Adapter, Qwen3Adapter):
+    register.prompt_filter("gemfilter", GemFilter)
+    for adapter in (LlamaAdapter, Qwen2Adapter, Qwen3Adapter, MistralAdapter, Phi3Adapter, GemmaAdapter):
         register.model_adapter(adapter)

@@ -56,7 +56,7 @@ def _assert_same_prefill(a, b) -> None:
 
 
 # 1. dense is the stock path, exactly ------------------------------------------------------------------
-@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "phi3"])  # phi3: q/k/v split from one fused qkv_proj
 @pytest.mark.parametrize("backend", ["sdpa", "eager"])
 @pytest.mark.parametrize("pruned", [False, True], ids=["unpruned", "pruned"])
 @pytest.mark.parametrize("layers", [None, list(range(LAYERS))], ids=["layers_null", "every_layer"])

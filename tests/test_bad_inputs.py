@@ -274,18 +274,32 @@ def test_config_refuses(tmp_path, case: Case) -> None:
         assert text in str(info.value)
 
 
-def _windowed_llama() -> torch.nn.Module:
-    model = tiny_model("llama")
-    model.config.sliding_window = 16  # as a Mistral-like config would carry it
+def _window_on_one_module() -> torch.nn.Module:
+    model = tiny_model("qwen2")
+    model.model.layers[3].self_attn.sliding_window = 16  # the config says none; the module would apply one
     return model
 
+
+#: what a refused sliding window's message says is allowed
+WINDOWS_ALLOWED = "sliminfer supports sliding_window null (full attention) or >= max_position_embeddings (2048"
 
 MODEL_CASES = [
     Case("sliding-window layers (qwen2)", lambda: tiny_model("qwen2", use_sliding_window=True, sliding_window=16,
                                                              max_window_layers=2), UnsupportedModelError,
-         ("sliding_attention", "full-attention layers only")),
-    Case("sliding_window without layer_types", _windowed_llama, UnsupportedModelError,
-         ("sliding_window=16", "full-attention layers only")),
+         ("qwen2: sliding_window=16", WINDOWS_ALLOWED)),
+    Case("a window on one attention module", _window_on_one_module, UnsupportedModelError,
+         ("qwen2: sliding_window=16", WINDOWS_ALLOWED)),
+    Case("mistral's sliding_window (v0.1: 4096)", lambda: tiny_model("mistral", sliding_window=1024),
+         UnsupportedModelError, ("mistral: sliding_window=1024 (config.json)", WINDOWS_ALLOWED,
+                                 "Set sliding_window to null")),
+    Case("phi3's sliding_window (Phi-3-mini-4k: 2047)", lambda: tiny_model("phi3", sliding_window=2047,
+                                                                           max_position_embeddings=4096),
+         UnsupportedModelError, ("phi3: sliding_window=2047", ">= max_position_embeddings (4096")),
+    Case("chunked attention layers", lambda: tiny_model(
+        "qwen2", layer_types=["full_attention"] * 5 + ["chunked_attention"]), UnsupportedModelError,
+         ("layer_types include ['chunked_attention']",)),
+    Case("bidirectional gemma", lambda: tiny_model("gemma", use_bidirectional_attention=True), UnsupportedModelError,
+         ("gemma: use_bidirectional_attention=true", "causal decoders only")),
 ]
 
 

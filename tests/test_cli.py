@@ -88,7 +88,8 @@ def test_config_error_exits_2_and_names_the_field(capsys) -> None:
 def test_plugins_lists_builtins_and_fields(capsys) -> None:
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    for name in ("token_unit", "attention_unit", "fixed", "ratio", "gpu", "llama", "qwen2", "qwen3"):
+    for name in ("token_unit", "attention_unit", "fixed", "ratio", "gpu",
+                 "llama", "qwen2", "qwen3", "mistral", "phi3", "gemma"):
         assert name in out
     assert "budgets:" in out
 

@@ -317,7 +317,8 @@ def test_unsupported_architecture_lists_supported(tmp_path):
         with pytest.raises(UnsupportedModelError) as info:
             build()
         message = str(info.value)
-        assert "model_type 'gpt2'" in message and "supported model types: llama, qwen2, qwen3" in message
+        assert "model_type 'gpt2'" in message
+        assert "supported model types: gemma, llama, mistral, phi3, qwen2, qwen3" in message
     # from a checkpoint directory it fails on config.json alone, before any weight is read
     tiny_gpt2().config.save_pretrained(tmp_path)
     with pytest.raises(UnsupportedModelError, match="model_type 'gpt2'"):

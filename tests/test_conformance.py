@@ -61,10 +61,10 @@ class ReversedDropLastScorer(Scorer):
         return torch.arange(n_blocks - 1, 0, -1, dtype=torch.float32).expand(keys.shape[0], -1)
 
 
-class MistralAdapter(LlamaAdapter):
+class OlmoAdapter(LlamaAdapter):
     """An adapter for a model type the tiny models do not include."""
 
-    model_types = ("mistral",)
+    model_types = ("olmo",)
 
 
 class Plugin:
@@ -81,7 +81,7 @@ class Plugin:
 
 def _registry(**scorers: type[Scorer]) -> Registry:
     registry = Registry(load_entry_points=False)
-    registry.register_plugin(Plugin(scorers, (MistralAdapter,)), name="broken")
+    registry.register_plugin(Plugin(scorers, (OlmoAdapter,)), name="broken")
     return registry
 
 
@@ -112,9 +112,9 @@ def test_reversed_scores_without_the_last_block_fail_on_their_shape() -> None:
 
 
 def test_an_adapter_for_a_model_type_without_a_tiny_model_is_skipped() -> None:
-    checks = conformance_checks("adapter", "mistral", registry=_registry())
+    checks = conformance_checks("adapter", "olmo", registry=_registry())
     assert len(checks) == len(KIND_CHECKS["adapter"].checks) and all(c.skip for c in checks)
-    with pytest.raises(unittest.SkipTest, match="the tiny models include no 'mistral' model"):
+    with pytest.raises(unittest.SkipTest, match="the tiny models include no 'olmo' model"):
         checks[0]()
 
 
@@ -125,21 +125,10 @@ def test_options_that_do_not_fit_are_refused_before_any_check_runs() -> None:
         conformance_checks("prefill", "dense", registry=BUILTINS)
 
 
-<<<<<<< HEAD
 def _stand_in_checks(registry: Registry) -> int:
     """Checks of one stand-in each: every entry on each checked tiny model, an adapter on its own type."""
     return sum(len(entries) * (1 if KIND_CHECKS[kind].section is None else len(CHECKED_ARCHS))
                for kind, entries in registry.entries.items())
-=======
-def _stand_in_outcomes(registry: Registry, cannot_set_up: frozenset[tuple[str, str]] = frozenset()) -> int:
-    """The outcomes :func:`check_all` reports with one stand-in check per kind: one per tiny model an entry
-    runs on (each of :data:`CHECKED_ARCHS`; an adapter, its own type), one for an entry it cannot set up."""
-    count = 0
-    for kind, entries in registry.entries.items():
-        per_entry = 1 if KIND_CHECKS[kind].section is None else len(CHECKED_ARCHS)
-        count += sum(1 if (kind, name) in cannot_set_up else per_entry for name in entries)
-    return count
->>>>>>> sparse
 
 
 def test_check_all_runs_every_entry_and_lists_every_failure(monkeypatch) -> None:
@@ -153,31 +142,23 @@ def test_check_all_runs_every_entry_and_lists_every_failure(monkeypatch) -> None
 
     for kind, table in KIND_CHECKS.items():
         monkeypatch.setitem(KIND_CHECKS, kind, KindChecks(table.section, (stand_in,)))
-    registry = _registry()
-    outcomes = check_all(registry)
-    assert outcomes.pop("adapter-mistral-stand_in-mistral").startswith("skipped: adapter 'mistral' on a tiny mistral")
-<<<<<<< HEAD
+    outcomes = check_all(_registry())
+    assert outcomes.pop("adapter-olmo-stand_in-olmo").startswith("skipped: adapter 'olmo' on a tiny olmo")
+    adapters = ("llama", "qwen2", "qwen3", "mistral", "phi3", "gemma")
+    assert {k for k in outcomes if k.startswith("adapter-")} == {f"adapter-{a}-stand_in-{a}" for a in adapters}
     assert set(outcomes.values()) == {"passed"} and len(outcomes) == _stand_in_checks(_registry()) - 1
-=======
-    assert set(outcomes.values()) == {"passed"} and len(outcomes) == _stand_in_outcomes(registry) - 1
->>>>>>> sparse
 
     registry = _registry(random=RandomScorer)
     seen.clear()
     with pytest.raises(AssertionError) as info:
         check_all(registry, options={("schedule", "ratio"): {"layers": [0]}})
     message = str(info.value)
-<<<<<<< HEAD
     # ratio's checks are not built (one setup failure instead); random fails on each checked model
     outcomes_run = _stand_in_checks(registry) - len(CHECKED_ARCHS) + 1
     assert message.startswith(f"{1 + len(CHECKED_ARCHS)} of {outcomes_run} conformance checks failed:\n"), message
-=======
-    total = _stand_in_outcomes(registry, cannot_set_up=frozenset({("schedule", "ratio")}))
-    assert message.startswith(f"3 of {total} conformance checks failed:\n"), message
->>>>>>> sparse
     assert "scorer 'random' on a tiny llama: check stand_in failed: made up: block size 16" in message
     assert "scorer 'random' on a tiny qwen3: check stand_in failed" in message
     assert "schedule 'ratio' cannot be set up on a tiny model: pruning.schedule" in message
     ran = {(kind, name) for kind, name, _ in seen}
     assert ran == {(kind, name) for kind, entries in registry.entries.items() for name in entries} - {
-        ("schedule", "ratio"), ("adapter", "mistral")}
+        ("schedule", "ratio"), ("adapter", "olmo")}

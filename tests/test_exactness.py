@@ -1,4 +1,5 @@
-"""Unpruned mode is stock transformers: same last-token logits, same greedy tokens."""
+"""Unpruned mode is stock transformers: same last-token logits, same greedy tokens (every tiny
+architecture: Llama, Qwen2, Qwen3, Mistral, Phi-3, Gemma)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 from sliminfer import SlimPipeline
+from sliminfer.testing.reference import MaskedReference
 from sliminfer.testing.tiny_models import ARCHS, tiny_model
 
 
@@ -28,6 +30,29 @@ def test_unpruned_logits_and_greedy_tokens_equal_stock(arch: str, attention: str
     ours = pipe.generate(ids, max_new_tokens=32).token_ids
     stock = model.generate(ids, do_sample=False, max_new_tokens=32, min_new_tokens=32)[0, ids.shape[1]:].tolist()
     assert ours == stock
+
+
+@pytest.mark.parametrize(("arch", "window"), [("mistral", 2048), ("phi3", 262144)])
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_a_sliding_window_that_never_binds_runs_as_full_attention(arch: str, window: int, attention: str) -> None:
+    """A window of at least max_position_embeddings (2048 here; Phi-3.5 and Phi-4-mini ship 262144 over
+    131072 positions) is accepted: unpruned the pipeline is stock transformers, which applies the windowed
+    mask (eager) or skips it (SDPA); pruned (SDPA) it is the masked reference."""
+    model = tiny_model(arch, attention=attention, sliding_window=window)
+    ids = _random_ids(203)
+    pipe = SlimPipeline.from_pretrained(model)
+    with torch.inference_mode():
+        stock = model(ids, use_cache=True, logits_to_keep=1).logits[:, -1]
+    assert (pipe.prefill(ids).logits - stock).abs().max().item() <= 1e-5
+    stock_tokens = model.generate(ids, do_sample=False, max_new_tokens=16, min_new_tokens=16)[0, ids.shape[1]:]
+    assert pipe.generate(ids, max_new_tokens=16).token_ids == stock_tokens.tolist()
+    if attention == "sdpa":  # the reference's key masks are boolean, the form SDPA takes
+        pruning = {"scorer": {"name": "token_unit", "block_size": 16, "unit_size": 4, "window": 4},
+                   "schedule": {"name": "fixed", "layers": [1, 3], "budgets": [96, 48]}}
+        result = SlimPipeline.from_pretrained(model, config={"pruning": pruning}).prefill(ids)
+        assert result.tokens_per_layer[-1] < 203
+        gap = (result.logits - MaskedReference(model, result.kept_positions).prefill(ids)).abs().max().item()
+        assert gap <= 1e-4
 
 
 def test_qwen2_with_llama_weights_and_zero_biases_matches_llama() -> None:

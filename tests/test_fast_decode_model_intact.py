@@ -16,7 +16,7 @@ import torch
 
 from sliminfer import SlimPipeline
 from sliminfer.decode.run import static_generate
-from sliminfer.testing.tiny_models import ARCHS, tiny_model
+from sliminfer.testing.tiny_models import ARCHS, FUSABLE_ARCHS, tiny_model
 
 PRUNED = {
     "pruning": {
@@ -67,7 +67,7 @@ def test_fast_decode_leaves_every_parameter_as_it_was(arch: str, pruned: bool) -
     assert first == second == eager
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", FUSABLE_ARCHS)
 def test_the_decoder_fuses_from_its_own_copies(arch: str) -> None:
     pipe = SlimPipeline.from_pretrained(tiny_model(arch, seed=2))
     ids = _ids(seed=4)
@@ -87,6 +87,15 @@ def test_the_decoder_fuses_from_its_own_copies(arch: str) -> None:
     assert fused.nbytes() == projections * 4  # float32: one copy of the fused projections, no more
     unfused = static_generate(pipe, ids, 8, options={"fuse": False})
     assert unfused.decoder.fused is None and unfused.token_ids == out.token_ids == pipe.generate(
+        ids, max_new_tokens=8).token_ids
+
+
+def test_phi3_projections_are_fused_already_so_nothing_is_copied() -> None:
+    pipe = SlimPipeline.from_pretrained(tiny_model("phi3", seed=2), config=PRUNED)
+    ids = _ids(seed=4)
+    out = static_generate(pipe, ids, 8)
+    assert out.decoder.fused is None  # qkv_proj and gate_up_proj run as the model's own single matmuls
+    assert out.token_ids == static_generate(pipe, ids, 8, options={"fuse": False}).token_ids == pipe.generate(
         ids, max_new_tokens=8).token_ids
 
 
@@ -211,7 +220,7 @@ WRAPPED: list[tuple[str, Callable[[torch.nn.Module], list[torch.nn.Module]], tup
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # torch.ao's quantization deprecation notes
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", FUSABLE_ARCHS)
 @pytest.mark.parametrize(("name", "wrap", "left"), WRAPPED, ids=[w[0] for w in WRAPPED])
 def test_unfusable_linears_decode_through_their_own_forward(arch, name, wrap, left) -> None:
     model, *modules = wrap(tiny_model(arch, seed=4))

@@ -1,6 +1,7 @@
 """Tensor parallelism (transformers' TP plan, gloo on the CPU, 2 processes): a pruned prefill and greedy
 decode give the same kept positions on every layer, the same logits (fp32) and the same tokens as one
-process; so does the static decode (``fast=True``, uncompiled and without a graph on the CPU)."""
+process; so does the static decode (``fast=True``, uncompiled and without a graph on the CPU). Phi-3 with
+a sharded fused qkv_proj is refused."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from sliminfer import ConfigError, SlimPipeline
+from sliminfer import ConfigError, SlimPipeline, UnsupportedModelError
 from sliminfer.decode.run import static_generate
 from sliminfer.testing.tiny_models import tiny_model
 
@@ -21,6 +22,8 @@ N_PROMPT = 301
 STEPS = 8
 SCORERS = ("token_unit", "attention_unit")
 ARCHS = ("llama", "qwen3")  # qwen3: per-head q/k norms on sharded heads
+#: a TP plan for Phi-3 (transformers has none): its fused qkv_proj sharded by rows, which sliminfer refuses
+PHI3_PLAN = {"model.layers.*.self_attn.qkv_proj": "colwise", "model.layers.*.self_attn.o_proj": "rowwise"}
 
 pytestmark = pytest.mark.skipif(
     not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is needed"
@@ -69,7 +72,8 @@ def _worker(rank: int, model_dirs: dict, port: int, out_dir: str) -> None:
         from transformers import AutoModelForCausalLM
         from transformers.distributed import DistributedConfig
 
-        for arch, path in model_dirs.items():
+        for arch in ARCHS:
+            path = model_dirs[arch]
             model = AutoModelForCausalLM.from_pretrained(
                 path, dtype=torch.float32, distributed_config=DistributedConfig(tp_size=WORLD)
             ).eval()
@@ -89,6 +93,15 @@ def _worker(rank: int, model_dirs: dict, port: int, out_dir: str) -> None:
                 except ConfigError as exc:
                     out["refused"] = str(exc)
                 torch.save(out, os.path.join(out_dir, f"{arch}-{scorer}-{rank}.pt"))
+        # Phi-3's fused qkv_proj, sharded by rows, would cut across the q/k/v boundary: refused
+        phi3 = AutoModelForCausalLM.from_pretrained(model_dirs["phi3"], dtype=torch.float32, distributed_config=(
+            DistributedConfig(tp_size=WORLD, tp_plan=PHI3_PLAN))).eval()
+        try:
+            SlimPipeline.from_pretrained(phi3)
+            refused = "no"
+        except UnsupportedModelError as exc:
+            refused = str(exc)
+        torch.save(refused, os.path.join(out_dir, f"phi3-{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -101,6 +114,8 @@ def _free_port() -> int:
 
 def test_tensor_parallel_matches_one_process(tmp_path) -> None:
     model_dirs, references = {}, {}
+    tiny_model("phi3").save_pretrained(tmp_path / "phi3")
+    model_dirs["phi3"] = str(tmp_path / "phi3")
     for arch in ARCHS:
         model = tiny_model(arch, seed=3)
         path = tmp_path / arch
@@ -130,3 +145,6 @@ def test_tensor_parallel_matches_one_process(tmp_path) -> None:
             assert [2 * b for b in got["kv_bytes"]] == ref["kv_bytes"], case
         sampled = [torch.load(tmp_path / f"{arch}-{scorer}-{rank}.pt")["sampled"] for rank in range(WORLD)]
         assert sampled[0] == sampled[1], (arch, scorer, sampled)
+    for rank in range(WORLD):
+        refused = torch.load(tmp_path / f"phi3-{rank}.pt")
+        assert refused.startswith("phi3: tensor parallelism has sharded the fused qkv_proj"), refused

@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 
 from sliminfer.core.config import SlimConfig, preset_names
-from sliminfer.core.loading import read_model_config
+from sliminfer.core.errors import ConfigError
+from sliminfer.core.hub_source import is_hub_id
+from sliminfer.core.loading import read_model_config, resolve_source
 from sliminfer.core.pipeline import check_config_fits_checkpoint, load_config
 from sliminfer.core.registry import get_registry
 
@@ -33,14 +35,20 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_against_checkpoint(config: SlimConfig) -> str:
-    """Check the config against the checkpoint's config.json (layer indices, architecture) when that
-    needs no download; say which checks ran."""
+    """Check the config against the checkpoint's config.json (layer indices, architecture, the adapter's
+    refusals) when that needs no download; say which checks ran."""
     from sliminfer.assets.default_model import default_model_fetched, is_default_model_name
 
     if is_default_model_name(config.model.source) and not default_model_fetched():
         return "model checks skipped: the default model is fetched on first use; run `sliminfer demo` once"
-    if not is_default_model_name(config.model.source) and not Path(config.model.source).expanduser().exists():
-        return f"model checks skipped: model.source {config.model.source!r} does not exist on this machine"
-    _, hf_config = read_model_config(config.model)
+    source = config.model.source
+    if not is_default_model_name(source) and not Path(source).expanduser().exists():
+        if not is_hub_id(source):
+            return f"model checks skipped: model.source {source!r} does not exist on this machine"
+        try:  # a Hub model is checked if it is in the Hugging Face cache: validating downloads nothing
+            resolve_source(source, download=False)
+        except ConfigError as exc:
+            return f"model checks skipped: {exc}"
+    _, hf_config = read_model_config(config.model, download=False)
     check_config_fits_checkpoint(config, get_registry(), hf_config)
     return f"checked against {config.model.source} ({hf_config.model_type}, {hf_config.num_hidden_layers} layers)"

@@ -1,8 +1,9 @@
 """Turning a validated ``model`` config section into a model and tokenizer on a device.
 
-Everything that can be wrong with the source (missing directory, unsupported architecture, corrupted
-weights, an attention backend that is not installed) is found here, before weights are read where
-possible, and reported with the field that caused it.
+Everything that can be wrong with the source (missing directory, a Hub model that is not in the cache
+when offline, unsupported architecture, corrupted weights, an attention backend that is not installed) is
+found here, before weights are read (or downloaded) where possible, and reported with the field that
+caused it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,26 +42,48 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return getattr(torch, dtype)
 
 
-def resolve_source(source: str) -> Path:
-    """A checkpoint directory for ``model.source``: the packaged default model, or a local directory."""
+@dataclass(frozen=True)
+class Checkpoint:
+    """What ``model.source`` resolved to: ``path`` holds config.json and the tokenizer files; the weights
+    load with ``from_pretrained(weights, **options)`` (the folder itself for a local checkpoint, the Hub id
+    pinned to the cached snapshot's commit for a Hub model: :mod:`sliminfer.core.hub_source`)."""
+
+    path: Path
+    weights: str | Path
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_source(source: str, download: bool = True) -> Checkpoint:
+    """The checkpoint of ``model.source``: the packaged default model, a local directory, or a Hugging Face
+    Hub id (a string that names no local path and reads as ``org/name``), found in the Hugging Face cache
+    and, online and with ``download``, downloaded into it."""
     from sliminfer.assets.default_model import (
         default_model_dir,
         is_default_model_name,
         verify_checkpoint,
     )
+    from sliminfer.core.hub_source import is_hub_id, resolve_hub_id
 
     if is_default_model_name(source):
-        return default_model_dir()
+        path = default_model_dir()
+        return Checkpoint(path, path)
     path = Path(source).expanduser()
+    if not path.exists() and is_hub_id(source):
+        snapshot = resolve_hub_id(source, download)
+        if not (snapshot.path / "config.json").is_file():
+            raise ConfigError("model.source", source, f"its Hugging Face snapshot {snapshot.path} holds no "
+                              "config.json, so it is no transformers model; give a model id whose repository has one")
+        return Checkpoint(snapshot.path, source, snapshot.weights_options())
     if not (path / "config.json").is_file():
         raise ConfigError(
             "model.source",
             source,
-            "must be a local Hugging Face checkpoint directory containing config.json, or the packaged default "
-            "model 'smollm2-135m-instruct' (model hubs are not contacted)",
+            "must be a local Hugging Face checkpoint directory containing config.json, a Hugging Face Hub model id "
+            "('org/name', from the Hugging Face cache or downloaded into it), or the packaged default model "
+            "'smollm2-135m-instruct'",
         )
     verify_checkpoint(path)
-    return path
+    return Checkpoint(path, path)
 
 
 def check_attention(attention: str) -> None:
@@ -70,14 +94,15 @@ def check_attention(attention: str) -> None:
         )
 
 
-def read_model_config(section: ModelSection) -> tuple[Path, PretrainedConfig]:
-    """The checkpoint directory and its transformers config, read without touching the weights, so
-    everything that depends on the model (architecture, layer count, positions) is checked first."""
+def read_model_config(section: ModelSection, download: bool = True) -> tuple[Checkpoint, PretrainedConfig]:
+    """The checkpoint and its transformers config, read without touching the weights, so everything that
+    depends on the model (architecture, layer count, positions) is checked first; ``download=False``
+    fetches nothing from the Hub (a Hub model must be in the cache)."""
     from transformers import AutoConfig
 
-    path = resolve_source(section.source)
+    checkpoint = resolve_source(section.source, download)
     with _unreadable_checkpoint(section, "config.json"):
-        return path, AutoConfig.from_pretrained(path)
+        return checkpoint, AutoConfig.from_pretrained(checkpoint.path)
 
 
 def load_model(
@@ -95,10 +120,12 @@ def load_model(
     device = resolve_device(section.device)
     dtype = resolve_dtype(section.dtype, device)
     check_attention(section.attention)
-    path, hf_config = read_model_config(section)
-    get_registry().adapter_for(hf_config)  # unsupported architectures fail before weights load
+    checkpoint, hf_config = read_model_config(section)
+    # unsupported architectures and configurations (a sliding window that binds) fail before weights load
+    get_registry().adapter_for(hf_config).cls.check_hf_config(hf_config)
     if before_weights is not None:
         before_weights(hf_config)
+    path = checkpoint.path
     has_tokenizer = any((path / name).exists() for name in ("tokenizer.json", "tokenizer.model", "vocab.json"))
     with _unreadable_checkpoint(section, "tokenizer files"):  # cheap: read it before the weights
         tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer else None
@@ -107,9 +134,10 @@ def load_model(
         if section.random_init:
             model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation=section.attention)
         else:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=section.attention)
+            model = AutoModelForCausalLM.from_pretrained(checkpoint.weights, dtype=dtype,
+                                                         attn_implementation=section.attention, **checkpoint.options)
     model.to(device).eval()
-    log.info("loaded %s (%s, %d layers%s) on %s as %s in %.1f s", path, hf_config.model_type,
+    log.info("loaded %s (%s, %d layers%s) on %s as %s in %.1f s", section.source, hf_config.model_type,
              hf_config.num_hidden_layers, ", random weights" if section.random_init else "", device, dtype,
              time.perf_counter() - start)
     return model, tokenizer
@@ -127,5 +155,5 @@ def _unreadable_checkpoint(section: ModelSection, part: str) -> Iterator[None]:
         raise ConfigError(
             "model.source", section.source,
             f"its {part} cannot be read ({type(exc).__name__}: {reason}); point model.source at a complete, "
-            "undamaged Hugging Face checkpoint directory",
+            "undamaged Hugging Face checkpoint directory or Hub model",
         ) from exc

@@ -80,7 +80,8 @@ class SlimPipeline:
 
     @classmethod
     def from_pretrained(cls, model_or_path: Any, tokenizer: Any = None, config: ConfigSource = None) -> SlimPipeline:
-        """Wrap an in-memory ``PreTrainedModel`` or load a local checkpoint directory."""
+        """Wrap an in-memory ``PreTrainedModel``, or load a local checkpoint directory or a Hugging Face Hub
+        model id (``model.source``: :func:`~sliminfer.core.loading.resolve_source`)."""
         cfg = load_config(config)
         if isinstance(model_or_path, (str, Path)):
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"source": str(model_or_path)})})
@@ -209,7 +210,7 @@ def check_model_object(model: Any) -> None:
         raise ConfigError(
             "model", f"<{type(model).__name__}>",
             "must be a transformers PreTrainedModel (e.g. AutoModelForCausalLM.from_pretrained(...)) or, for "
-            "from_pretrained, a local checkpoint directory path",
+            "from_pretrained, a local checkpoint directory path or a Hugging Face Hub model id",
         )
 
 
@@ -232,9 +233,12 @@ def load_config(
 
 
 def check_config_fits_checkpoint(config: SlimConfig, registry: Registry, hf_config: Any) -> None:
-    """Refuse a config that names layers the checkpoint does not have, from its config.json alone
-    (before the weights load; the pipeline checks the loaded model the same way)."""
-    num_layers = registry.adapter_for(hf_config).cls.layers_in(hf_config)
+    """Refuse a config that names layers the checkpoint does not have, and a checkpoint its adapter refuses
+    (:meth:`~sliminfer.models.base.ModelAdapter.check_hf_config`), from its config.json alone (before the
+    weights load; the pipeline checks the loaded model the same way)."""
+    adapter = registry.adapter_for(hf_config).cls
+    adapter.check_hf_config(hf_config)
+    num_layers = adapter.layers_in(hf_config)
     schedule = None
     if config.pruning is not None:
         schedule = registry.build("schedule", config.pruning.schedule, "pruning.schedule")

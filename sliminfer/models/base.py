@@ -52,9 +52,7 @@ class ModelAdapter(Strategy, DecodeParts):
         accepted = inspect.signature(type(self.layers[0].self_attn).forward).parameters
         self._cache_kwarg = "cache" if "cache" in accepted else "past_key_values"
         #: this process's attention heads when transformers' tensor parallelism has sharded them, else None
-        self.head_shards: HeadShards | None = find_head_shards(
-            self.layers[0].self_attn, int(self.config.num_attention_heads), int(self.config.num_key_value_heads)
-        )
+        self.head_shards: HeadShards | None = self._find_head_shards()
         #: each layer's device when ``device_map`` spreads the layers over several devices, else None
         self.layer_devices: list[torch.device | None] | None = self._layer_devices()
 
@@ -69,26 +67,50 @@ class ModelAdapter(Strategy, DecodeParts):
             devices.append(param.device if param is not None and param.device.type != "meta" else None)
         return devices if len({d for d in devices if d is not None}) > 1 else None
 
+    def _find_head_shards(self) -> HeadShards | None:
+        """This process's share of the heads, read from the separate ``q_proj`` and ``k_proj`` (an adapter
+        whose attention fuses them overrides this)."""
+        attn = self.layers[0].self_attn
+        return find_head_shards(attn.q_proj, attn.k_proj, int(attn.head_dim),
+                                int(self.config.num_attention_heads), int(self.config.num_key_value_heads))
+
     def check_supported(self) -> None:
-        """Refuse configurations the pipeline would run wrongly (raise UnsupportedModelError)."""
-        layer_types = getattr(self.config, "layer_types", None) or []
-        sliding = [i for i, t in enumerate(layer_types) if t != "full_attention"]
-        if sliding:
+        """Refuse configurations the pipeline would run wrongly (raise UnsupportedModelError): the
+        config's (:meth:`check_hf_config`), and a window set on an attention module itself."""
+        self.check_hf_config(self.config)
+        for block in self.layers:
+            self._check_window(self.config, getattr(block.self_attn, "sliding_window", None))
+
+    @classmethod
+    def check_hf_config(cls, hf_config: Any) -> None:
+        """Refuse, from a checkpoint's config alone (so before its weights load), what the pipeline would
+        run wrongly: layer types other than full and sliding attention, and a sliding window that binds.
+
+        The prefill gives SDPA no mask (its causal flag) and pruning changes which tokens a window covers,
+        so a window is run only where it can never bind: ``sliding_window`` null, or at least
+        ``max_position_embeddings`` (then no query is ``sliding_window`` positions past any key, and stock
+        transformers skips the window too; Phi-3.5 and Phi-4-mini ship such a window). Models without
+        ``layer_types`` (Mistral, Phi-3) apply ``config.sliding_window`` in every layer."""
+        layer_types = list(getattr(hf_config, "layer_types", None) or [])
+        other = sorted({t for t in layer_types if t not in ("full_attention", "sliding_attention")})
+        if other:
             raise UnsupportedModelError(
-                f"{self.config.model_type}: layers {sliding} use {layer_types[sliding[0]]!r}; sliminfer supports "
-                "full-attention layers only (set use_sliding_window=false in the model config)"
+                f"{hf_config.model_type}: layer_types include {other}; sliminfer supports full_attention layers, "
+                "and sliding_attention layers whose window never binds"
             )
-        # models without layer_types (Mistral-like) apply config.sliding_window in every layer; the prefill
-        # passes no mask to SDPA, so a window would be silently ignored: refuse it instead
-        windows = {getattr(block.self_attn, "sliding_window", None) for block in self.layers}
-        if not layer_types:
-            windows.add(getattr(self.config, "sliding_window", None))
-        windows.discard(None)
-        if windows:
+        if not layer_types or "sliding_attention" in layer_types:
+            cls._check_window(hf_config, getattr(hf_config, "sliding_window", None))
+
+    @classmethod
+    def _check_window(cls, hf_config: Any, window: int | None) -> None:
+        positions = cls.positions_in(hf_config)
+        if window is not None and window < positions:
             raise UnsupportedModelError(
-                f"{self.config.model_type}: sliding_window={min(windows)} (config.json) limits attention to a "
-                "window; sliminfer supports full-attention layers only (set sliding_window to null in config.json "
-                "to run with full attention)"
+                f"{hf_config.model_type}: sliding_window={window} (config.json) limits each token's attention to "
+                f"the {window} tokens before it, within max_position_embeddings={positions}; sliminfer supports "
+                f"sliding_window null (full attention) or >= max_position_embeddings ({positions}: a window that "
+                "never binds). Set sliding_window to null in config.json to run with full attention (outputs "
+                f"then differ from the windowed model's for prompts longer than {window} tokens)"
             )
 
     # shapes -------------------------------------------------------------------------------
@@ -245,9 +267,17 @@ class ModelAdapter(Strategy, DecodeParts):
         as it calls it, on q/k/v after RoPE (``[b, q_heads, n, d]``, ``[b, kv_heads, n_kv, d]``, grouped heads
         not repeated): ``[b, n, q_heads * d]``, what o_proj takes."""
         function = self._attention_lookup()[1]
-        extra = {"sliding_window": module.sliding_window} if hasattr(module, "sliding_window") else {}
-        out, _ = function(module, query, key, value, attention_mask, dropout=0.0, scaling=module.scaling, **extra)
+        out, _ = function(module, query, key, value, attention_mask, dropout=0.0, scaling=module.scaling,
+                          sliding_window=self._attention_window(module))
         return out.reshape(*out.shape[:2], -1).contiguous()
+
+    def _attention_window(self, module: torch.nn.Module) -> int | None:
+        """The ``sliding_window`` the module's forward passes its attention function: its own attribute
+        (Qwen2's per-layer windows), else its config's (Mistral, Phi-3); None for none. A window that
+        binds is refused (:meth:`check_hf_config`), so it only chooses the backend's kernel arguments."""
+        if hasattr(module, "sliding_window"):
+            return module.sliding_window
+        return getattr(self.config, "sliding_window", None)
 
     def _attention_lookup(self) -> tuple[Any, Any]:
         """(bound decode parts, the attention function the layer's module would call), looked up once

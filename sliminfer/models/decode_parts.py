@@ -7,10 +7,12 @@ keys and values exactly as the attention module computes them (projections with 
 per-head q/k norms, RoPE), the softmax scale, and the output projection.
 
 ``DecodeParts`` is a base of :class:`~sliminfer.models.base.ModelAdapter` (Llama layout; a model laid
-out differently overrides these methods in its adapter); :func:`bind_decode_parts` also binds its
-methods to an adapter object that does not inherit it (a third-party adapter). A static decoder binds
-them with :class:`FusedProjections`, its own concatenated copies of the q/k/v and gate/up weights (one
-matmul each); the model's modules and parameters are never changed.
+out differently overrides these methods in its adapter: Phi-3's fused ``qkv_proj`` overrides
+:meth:`DecodeParts.qkv_projections` only); :func:`bind_decode_parts` also binds its methods to an
+adapter object that does not inherit it (a third-party adapter). A static decoder binds them with
+:class:`FusedProjections`, its own concatenated copies of the q/k/v and gate/up weights (one matmul
+each; layers whose projections are one linear already, Phi-3's, have nothing to copy); the model's
+modules and parameters are never changed.
 """
 
 from __future__ import annotations
@@ -112,9 +114,10 @@ class FusedLayer(NamedTuple):
 
 
 def _layer_groups(block: Any) -> tuple[list[Any], list[Any]]:
-    """The layer's q/k/v and gate/up linears (None for one it lacks). The fused MLP computes
-    ``down_proj(act_fn(gate) * up)`` itself, so an MLP module without those parts or with hooks of its
-    own (which the fused path would skip) gives ``[None]``: its own forward runs."""
+    """The layer's q/k/v and gate/up linears (None for one it lacks: Phi-3's fused ``qkv_proj`` gives
+    ``[None] * 3``, nothing to fuse). The fused MLP computes ``down_proj(act_fn(gate) * up)`` itself, so an
+    MLP module without those parts (Phi-3's ``gate_up_proj``) or with hooks of its own (which the fused
+    path would skip) gives ``[None]``: its own forward runs."""
     attn, mlp = block.self_attn, block.mlp
     qkv = [getattr(attn, name, None) for name in ("q_proj", "k_proj", "v_proj")]
     gate_up = [getattr(mlp, name, None) for name in ("gate_proj", "up_proj")]
@@ -214,12 +217,10 @@ def _project_qkv(
     x = block.input_layernorm(hidden)
     shape = (*x.shape[:-1], -1, attn.head_dim)
     if fused is not None:
-        qkv = torch.nn.functional.linear(x, fused.weight, fused.bias)
-        q, k, v = (t.reshape(shape) for t in qkv.split(fused.sizes, dim=-1))
+        flat = torch.nn.functional.linear(x, fused.weight, fused.bias).split(fused.sizes, dim=-1)
     else:
-        q = attn.q_proj(x).view(shape)
-        k = attn.k_proj(x).view(shape)
-        v = attn.v_proj(x).view(shape)
+        flat = _own(adapter, "qkv_projections")(layer, x)
+    q, k, v = (t.reshape(shape) for t in flat)
     q_norm = getattr(attn, "q_norm", None)  # Qwen3: per-head RMS norm before RoPE
     if q_norm is not None:
         q, k = q_norm(q), attn.k_norm(k)
@@ -243,6 +244,13 @@ class DecodeParts:
 
     layers: Any
     _rope: Any
+
+    def qkv_projections(self, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The layer's query, key and value projections of its normed input ``x``, heads not split
+        (``[b, n, heads * d]`` each): ``q_proj``, ``k_proj``, ``v_proj`` (an adapter whose attention fuses
+        them, Phi-3's ``qkv_proj``, overrides this; norms and RoPE follow in :meth:`decode_qkv`)."""
+        attn = self.layers[layer].self_attn
+        return attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
 
     def decode_qkv(
         self, layer: int, hidden: torch.Tensor, position_embeddings: PositionEmbeddings
@@ -270,23 +278,26 @@ class BoundDecodeParts(NamedTuple):
     mlp: Any
 
 
+def _own(adapter: Any, name: str) -> Any:
+    """The adapter's method ``name`` if it is a :class:`DecodeParts`, else the mixin's bound to it."""
+    if isinstance(adapter, DecodeParts):
+        return getattr(adapter, name)
+    return MethodType(getattr(DecodeParts, name), adapter)
+
+
 def bind_decode_parts(adapter: ModelAdapter, fused: FusedProjections | None = None) -> BoundDecodeParts:
     """The adapter's own methods if it is a :class:`DecodeParts`, else the mixin's bound to it.
 
     With ``fused``, the q/k/v and MLP parts run the fused matmuls where the adapter uses the mixin's
     own ``decode_qkv`` / ``decode_mlp`` (an adapter that overrides one keeps its override, unfused)."""
     own = isinstance(adapter, DecodeParts)
-    qkv: Any = adapter.decode_qkv if own else MethodType(DecodeParts.decode_qkv, adapter)
-    mlp: Any = adapter.decode_mlp if own else MethodType(DecodeParts.decode_mlp, adapter)
+    qkv, mlp = _own(adapter, "decode_qkv"), _own(adapter, "decode_mlp")
     if fused is not None:
         if not own or type(adapter).decode_qkv is DecodeParts.decode_qkv:
             qkv = _fused_qkv(adapter, fused.layers)
         if not own or type(adapter).decode_mlp is DecodeParts.decode_mlp:
             mlp = _fused_mlp(adapter, fused.layers)
-    if own:
-        return BoundDecodeParts(qkv, adapter.attention_scale, adapter.attention_output, mlp)
-    return BoundDecodeParts(qkv, MethodType(DecodeParts.attention_scale, adapter),
-                            MethodType(DecodeParts.attention_output, adapter), mlp)
+    return BoundDecodeParts(qkv, _own(adapter, "attention_scale"), _own(adapter, "attention_output"), mlp)
 
 
 def _fused_qkv(adapter: Any, layers: list[FusedLayer]) -> Any:

@@ -52,30 +52,35 @@ class HeadShards:
         return int(self.broadcast(torch.tensor([value], dtype=torch.long, device=device))[0])
 
 
-def find_head_shards(attn: Any, total_q_heads: int, total_kv_heads: int) -> HeadShards | None:
-    """The head shards of an attention module whose projections transformers' TP plan has sharded,
-    or None for an unsharded one (also when torch has no distributed support)."""
+def is_sharded(weight: Any) -> bool:
+    """Whether ``weight`` is a DTensor spread over more than one process (a TP plan's shard)."""
     if not torch.distributed.is_available():
-        return None
+        return False
     from torch.distributed.tensor import DTensor
 
-    weight = attn.q_proj.weight
-    if not isinstance(weight, DTensor) or weight.device_mesh.size() == 1:
+    return isinstance(weight, DTensor) and weight.device_mesh.size() > 1
+
+
+def find_head_shards(q_proj: Any, k_proj: Any, head_dim: int, total_q_heads: int,
+                     total_kv_heads: int) -> HeadShards | None:
+    """The head shards of an attention whose ``q_proj`` / ``k_proj`` transformers' TP plan has sharded
+    (colwise: each process holds whole heads of ``head_dim`` rows), or None for unsharded ones (also when
+    torch has no distributed support)."""
+    if not is_sharded(q_proj.weight):
         return None
-    mesh = weight.device_mesh
-    head_dim = int(attn.head_dim)
+    from torch.distributed.tensor import DTensor
 
     def local_heads(proj: Any, total: int) -> int:
         w = proj.weight
         return w.to_local().shape[0] // head_dim if isinstance(w, DTensor) else total
 
-    group = mesh.get_group()
+    group = q_proj.weight.device_mesh.get_group()
     return HeadShards(
         group=group,
         rank=torch.distributed.get_rank(group),
         size=torch.distributed.get_world_size(group),
-        local_q_heads=local_heads(attn.q_proj, total_q_heads),
+        local_q_heads=local_heads(q_proj, total_q_heads),
         total_q_heads=total_q_heads,
-        local_kv_heads=local_heads(attn.k_proj, total_kv_heads),
+        local_kv_heads=local_heads(k_proj, total_kv_heads),
         total_kv_heads=total_kv_heads,
     )

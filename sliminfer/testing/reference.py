@@ -42,11 +42,16 @@ def layer_mask(kept: torch.Tensor, n_prompt: int, q_positions: torch.Tensor, tot
 
 def stock_queries(attn: torch.nn.Module, hidden_states: torch.Tensor,
                   position_embeddings: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """The queries ``[b, heads, n, d]`` a Llama-layout attention module computes from its (normed) input:
-    ``q_proj``, the per-head ``q_norm`` where it has one, then RoPE by its own modeling module's
-    ``apply_rotary_pos_emb``; derived here from the module, not through any sliminfer adapter."""
+    """The queries ``[b, heads, n, d]`` an attention module computes from its (normed) input: ``q_proj``
+    (or the query rows that lead a fused ``qkv_proj``, Phi-3's), the per-head ``q_norm`` where it has
+    one, then RoPE by its own modeling module's ``apply_rotary_pos_emb`` (partial rotary included);
+    derived here from the module, not through any sliminfer adapter."""
     b, n = hidden_states.shape[:2]
-    q = attn.q_proj(hidden_states).view(b, n, -1, attn.head_dim)
+    if hasattr(attn, "qkv_proj"):
+        q = attn.qkv_proj(hidden_states)[..., : attn.config.num_attention_heads * attn.head_dim]
+    else:
+        q = attn.q_proj(hidden_states)
+    q = q.view(b, n, -1, attn.head_dim)
     if hasattr(attn, "q_norm"):
         q = attn.q_norm(q)
     rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb

@@ -1,4 +1,5 @@
-"""Tiny random Llama / Qwen2 / Qwen3 models built in-process (no downloads), with fixed seeds.
+"""Tiny random Llama / Qwen2 / Qwen3 / Mistral / Phi-3 / Gemma models built in-process (no downloads), with
+fixed seeds.
 
 Six layers of width 64 run a few hundred tokens in milliseconds on a CPU, so the exactness tests and the
 conformance kit (:mod:`sliminfer.testing.conformance`) can afford fp32 models of every architecture.
@@ -10,8 +11,14 @@ from typing import Any
 
 import torch
 from transformers import (
+    GemmaConfig,
+    GemmaForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
     Qwen3Config,
@@ -33,20 +40,37 @@ COMMON: dict[str, Any] = {
 }
 
 #: the architectures :func:`tiny_model` builds, by their transformers ``model_type``
-ARCHS = ("llama", "qwen2", "qwen3")
+ARCHS = ("llama", "qwen2", "qwen3", "mistral", "phi3", "gemma")
+#: those with separate q/k/v and gate/up linears, of which the static decoder fuses copies (Phi-3's
+#: ``qkv_proj`` and ``gate_up_proj`` are one matmul each already: it copies nothing)
+FUSABLE_ARCHS = tuple(arch for arch in ARCHS if arch != "phi3")
+
+
+def _build(arch: str, kwargs: dict[str, Any]) -> torch.nn.Module | None:
+    """The architecture's model from ``COMMON`` and the overrides, with what makes each one itself: Qwen3's
+    and Gemma's head_dim apart from the width, Mistral without its default 4096-token window (a window that
+    binds is refused), Phi-3 rotating half of each head (Phi-4-mini rotates 3/4: partial RoPE matters)."""
+    if arch == "llama":
+        return LlamaForCausalLM(LlamaConfig(**kwargs))
+    if arch == "qwen2":
+        return Qwen2ForCausalLM(Qwen2Config(**kwargs))
+    if arch == "qwen3":
+        return Qwen3ForCausalLM(Qwen3Config(**{"head_dim": 16, **kwargs}))
+    if arch == "mistral":
+        return MistralForCausalLM(MistralConfig(**{"sliding_window": None, **kwargs}))
+    if arch == "phi3":
+        return Phi3ForCausalLM(Phi3Config(**{"partial_rotary_factor": 0.5, **kwargs}))
+    if arch == "gemma":
+        return GemmaForCausalLM(GemmaConfig(**{"head_dim": 16, **kwargs}))
+    return None
 
 
 def tiny_model(arch: str = "llama", seed: int = 0, attention: str = "sdpa", **overrides: Any) -> torch.nn.Module:
-    """A float32 tiny model of ``arch``; biases of Qwen2 and q/k norms of Qwen3 are randomised too."""
+    """A float32 tiny model of ``arch``; biases of Qwen2 and the norms (Qwen3's q/k norms too) are
+    randomised, so that they matter."""
     torch.manual_seed(seed)
-    kwargs = {**COMMON, **overrides}
-    if arch == "llama":
-        model = LlamaForCausalLM(LlamaConfig(**kwargs))
-    elif arch == "qwen2":
-        model = Qwen2ForCausalLM(Qwen2Config(**kwargs))
-    elif arch == "qwen3":
-        model = Qwen3ForCausalLM(Qwen3Config(head_dim=16, **kwargs))
-    else:
+    model = _build(arch, {**COMMON, **overrides})
+    if model is None:
         raise ValueError(f"no tiny model for {arch!r}; tiny_model builds {', '.join(ARCHS)}")
     with torch.no_grad():  # random init is tiny; make norms and biases non-trivial so they matter
         for name, p in model.named_parameters():
