@@ -1,4 +1,10 @@
-"""``sliminfer run CONFIG [key=value ...] --prompt TEXT | --prompt-file PATH``: generate once."""
+"""``sliminfer run CONFIG [key=value ...] --prompt TEXT | --prompt-file PATH``: generate once.
+
+The answer streams to stdout token by token as it is decoded (a transformers ``TextStreamer``);
+``--no-stream`` prints it once complete. Either way one statistics line follows. The printed text is
+the same, except that a stop string which ends the generation has already been streamed, while
+``--no-stream`` prints the text cut before it.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--fast", action="store_true",
                         help="the static decode (decode.mode=static): greedy, static buffers replayed as a CUDA graph "
                              "on GPUs, no stop strings")
+    parser.add_argument("--no-stream", action="store_true",
+                        help="print the answer once it is complete instead of token by token")
     parser.set_defaults(func=_run)
 
 
@@ -49,8 +57,15 @@ def _run(args: argparse.Namespace) -> int:
     if config.decode.mode == "static":
         check_static_options(config.generation)
     pipe = SlimPipeline.from_config(config)
-    out = pipe.generate(prompt, chat_template=False if args.no_chat else None)
-    print(out.text)
+    chat = False if args.no_chat else None
+    if args.no_stream:
+        out = pipe.generate(prompt, chat_template=chat)
+        print(out.text)
+    else:  # prints each piece as it is decoded, and a newline at the end, as print(out.text) would
+        from transformers import TextStreamer
+
+        out = pipe.generate(prompt, chat_template=chat,
+                            streamer=TextStreamer(pipe.tokenizer, skip_prompt=True, skip_special_tokens=True))
     pre = out.prefill
     print(
         f"\n[{out.prompt_tokens} prompt tokens | TTFT {out.ttft_s:.3f} s | {out.decode_s_per_token * 1e3:.1f} ms/token"
