@@ -125,16 +125,16 @@ def test_eos_of_the_generation_config_ends_the_text(pipe: SlimPipeline) -> None:
 
 
 @pytest.mark.parametrize(("config", "keywords", "says"), [
-    (dict(num_beams=3), {}, ("generation_config: got 'num_beams=3'", "one beam")),
-    (dict(do_sample=True, num_return_sequences=2, max_time=5.0), {}, ("max_time=5.0", "num_return_sequences=2")),
-    (dict(watermarking_config={"greenlist_ratio": 0.25}), {}, ("watermarking_config",)),
-    (dict(my_field=3), {}, ("my_field=3",)),
-    (dict(temperature=0.7), {}, ("generation_config.temperature: got 0.7", "only act when sampling")),
-    (dict(do_sample=False, min_p=0.1), {}, ("generation_config.min_p", "do_sample=True")),
-    (dict(do_sample=True, min_p=0.1), {"temperature": 0.0}, ("generation_config.min_p",)),
-    (dict(do_sample=True, temperature=0.0), {}, ("must be > 0 when sampling",)),
-    (dict(max_length=30), {}, ("generation_config.max_length: got 30", "40-token prompt")),
-    (dict(top_p=1.5, do_sample=True), {}, ("generation_config.top_p",)),
+    ({"num_beams": 3}, {}, ("generation_config: got 'num_beams=3'", "one beam")),
+    ({"do_sample": True, "num_return_sequences": 2, "max_time": 5.0}, {}, ("max_time=5.0", "num_return_sequences=2")),
+    ({"watermarking_config": {"greenlist_ratio": 0.25}}, {}, ("watermarking_config",)),
+    ({"my_field": 3}, {}, ("my_field=3",)),
+    ({"temperature": 0.7}, {}, ("generation_config.temperature: got 0.7", "only act when sampling")),
+    ({"do_sample": False, "min_p": 0.1}, {}, ("generation_config.min_p", "do_sample=True")),
+    ({"do_sample": True, "min_p": 0.1}, {"temperature": 0.0}, ("generation_config.min_p",)),
+    ({"do_sample": True, "temperature": 0.0}, {}, ("must be > 0 when sampling",)),
+    ({"max_length": 30}, {}, ("generation_config.max_length: got 30", "40-token prompt")),
+    ({"top_p": 1.5, "do_sample": True}, {}, ("generation_config.top_p",)),
 ], ids=["beams", "several", "watermark", "custom field", "temperature while greedy", "min_p while greedy",
         "min_p with temperature=0", "zero temperature", "max_length under the prompt", "top_p out of range"])
 def test_unsupported_or_contradictory_settings_are_refused(pipe: SlimPipeline, config, keywords, says) -> None:
@@ -167,7 +167,8 @@ def test_the_static_decode_refuses_processors_by_name(pipe: SlimPipeline, kwargs
 def test_the_static_decode_takes_processors_that_do_nothing(pipe: SlimPipeline) -> None:
     ids = random_prompt(PROMPT, seed=3)
     config = GenerationConfig(max_new_tokens=NEW, repetition_penalty=1.0, no_repeat_ngram_size=0)
-    assert pipe.generate(ids, fast=True, generation_config=config).token_ids == pipe.generate(ids, max_new_tokens=NEW).token_ids
+    fast = pipe.generate(ids, fast=True, generation_config=config).token_ids
+    assert fast == pipe.generate(ids, max_new_tokens=NEW).token_ids
 
 
 def test_a_generation_config_must_be_one(pipe: SlimPipeline) -> None:

@@ -162,7 +162,8 @@ def _checkpoint_config(tmp_path: Path) -> Path:
     tiny_model("llama").save_pretrained(ckpt)
     tiny_tokenizer().save_pretrained(ckpt)
     config = tmp_path / "tiny.yaml"
-    config.write_text(f"model: {{source: {ckpt}, dtype: float32, device: cpu}}\ngeneration: {{max_new_tokens: {NEW}}}\n")
+    config.write_text(f"model: {{source: {ckpt}, dtype: float32, device: cpu}}\n"
+                      f"generation: {{max_new_tokens: {NEW}}}\n")
     return config
 
 

@@ -22,7 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from sliminfer.core.config import GenerationSection, config_error_from_validation, updated_section
+from sliminfer.core.config import (
+    GenerationSection,
+    config_error_from_validation,
+    updated_section,
+)
 from sliminfer.core.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -34,7 +34,7 @@ class TokenSink:
 
 def check_streamer(streamer: Any) -> None:
     """Refuse anything that is not a streamer before the prefill, rather than on the first token."""
-    if streamer is not None and not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
+    if streamer is not None and not all(callable(getattr(streamer, name, None)) for name in ("put", "end")):
         raise ConfigError("streamer", f"<{type(streamer).__name__}>", "must be a transformers streamer (TextStreamer, "
                           "TextIteratorStreamer) or any object with put(tensor) and end() methods")
 

@@ -55,7 +55,8 @@ def _register_or_warn() -> None:
 class _RegisterAfterImport(importlib.abc.MetaPathFinder):
     """Finds ``transformers.pipelines`` through the other finders, and has it register the task once run."""
 
-    def find_spec(self, fullname: str, path: Any, target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(self, fullname: str, path: Any,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
         if fullname != PIPELINES:
             return None
         sys.meta_path.remove(self)  # from here on the usual finders alone

@@ -104,7 +104,8 @@ class SlimTextGenerationPipeline(Pipeline):
         fields = generation_fields()
         refused = sorted(set(kwargs) & set(REFUSED))
         if refused:
-            raise ConfigError(refused[0], kwargs[refused[0]], f"the {TASK} task does not take it: {REFUSED[refused[0]]}")
+            name = refused[0]
+            raise ConfigError(name, kwargs[name], f"the {TASK} task does not take it: {REFUSED[name]}")
         unknown = sorted(set(kwargs) - fields - {*FORWARD_KEYS, *PREPROCESS_KEYS, *POSTPROCESS_KEYS})
         if unknown:
             raise ConfigError(unknown[0], kwargs[unknown[0]], f"not a parameter of the {TASK} task; it takes "
@@ -150,8 +151,9 @@ class SlimTextGenerationPipeline(Pipeline):
         return {"input_ids": model_inputs["input_ids"], "token_ids": torch.tensor(result.token_ids),
                 "prompt": model_inputs["prompt"]}
 
-    def postprocess(self, outputs: dict[str, Any], return_full_text: bool | None = None, return_text: bool | None = None,
-                    return_tensors: bool | None = None, clean_up_tokenization_spaces: bool | None = None,
+    def postprocess(self, outputs: dict[str, Any], return_full_text: bool | None = None,
+                    return_text: bool | None = None, return_tensors: bool | None = None,
+                    clean_up_tokenization_spaces: bool | None = None,
                     skip_special_tokens: bool = True) -> list[dict[str, Any]]:
         chosen = {"return_full_text": return_full_text, "return_text": return_text, "return_tensors": return_tensors}
         given = [name for name, value in chosen.items() if value is not None]
