@@ -135,6 +135,16 @@ def test_generation_keywords_pass_through(task, slim: SlimPipeline) -> None:
     assert config.max_new_tokens == 3
 
 
+def test_stop_sequence_ends_the_text_after_it_like_text_generation(task) -> None:
+    """As in transformers, the stop string stays in the output (characters are tokens here: exact)."""
+    prompt = "Once upon a time"
+    answer = task(prompt, max_new_tokens=20, return_full_text=False)[0]["generated_text"]
+    stop = answer[6:8]
+    cut = answer[: answer.index(stop) + len(stop)]
+    assert 6 < len(cut) < len(answer)
+    assert task(prompt, max_new_tokens=20, return_full_text=False, stop_sequence=stop) == [{"generated_text": cut}]
+
+
 def test_init_keywords_are_defaults_for_every_call(parts, slim: SlimPipeline) -> None:
     model, tokenizer = parts
     task = pipeline(TASK, model=model, tokenizer=tokenizer, device="cpu", max_new_tokens=4, return_full_text=False)

@@ -179,3 +179,31 @@ def test_cli_run_streams_what_no_stream_prints(tmp_path: Path, capsys, fast: lis
     answer = printed.split("\n[")[0]
     assert answer.strip() and streamed.split("\n[")[0] == answer
     assert "prompt tokens" in streamed
+
+
+def test_cli_run_takes_a_chat_file(tmp_path: Path, capsys) -> None:
+    import json
+
+    from sliminfer.cli.main import main
+
+    config = _checkpoint_config(tmp_path)
+    chat = [{"role": "user", "content": "Once upon a time"}]
+    (tmp_path / "chat.json").write_text(json.dumps(chat))
+    assert main(["run", str(config), "--chat-file", str(tmp_path / "chat.json"), "--no-stream"]) == 0
+    from_file = capsys.readouterr().out.split("\n[")[0]
+    assert main(["run", str(config), "--prompt", "Once upon a time", "--no-stream"]) == 0  # text: one user turn
+    assert capsys.readouterr().out.split("\n[")[0] == from_file
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    ('[{"role": "user"}]', "--chat-file {path}: message 0 has no 'content'"),
+    ('{"role": "user", "content": "hi"}', "its JSON is a dict, not a list"),
+    ("[{", "not valid JSON"),
+])
+def test_cli_run_refuses_a_bad_chat_file_before_loading(tmp_path: Path, capsys, content: str, says: str) -> None:
+    from sliminfer.cli.main import main
+
+    path = tmp_path / "chat.json"
+    path.write_text(content)
+    assert main(["run", str(tmp_path / "no-such-config.yaml"), "--chat-file", str(path)]) == 2
+    assert says.format(path=path) in capsys.readouterr().err
