@@ -1,6 +1,8 @@
 """sliminfer: fast long-context inference by pruning prompt tokens' hidden states mid-model (SlimInfer).
 
 Importing the package loads no plugin and no concrete strategy, and touches no GPU; the registry is built on first use.
+It registers the ``sliminfer-text-generation`` task of transformers' ``pipeline()``, lazily: see
+:mod:`sliminfer.hf.registration`.
 Its modules log through ``logging.getLogger(__name__)``; the package logger has only a NullHandler, so where
 the records go is the application's choice (the ``sliminfer`` command shows them on stderr: ``-v``, ``-q``).
 """
@@ -20,6 +22,7 @@ from sliminfer.core.errors import (
 from sliminfer.core.pipeline import SlimPipeline, load_config
 from sliminfer.core.registry import Register, get_registry, hookimpl
 from sliminfer.core.results import GenerationResult, PrefillResult
+from sliminfer.hf.registration import register_task as _register_pipeline_task
 
 
 def _builtins() -> object:
@@ -31,6 +34,7 @@ def _builtins() -> object:
 
 
 _registry.provide_builtins(_builtins)
+_register_pipeline_task()
 
 #: the one version source: pyproject.toml reads it (``[tool.setuptools.dynamic]``), so it is never written twice
 __version__ = "0.1.0"

@@ -1,12 +1,15 @@
 """``SlimPipeline``: the one way in.
 
 It binds a model (through its adapter), the strategies a config names (resolved once here, so no
-registry lookup happens per token) and a tokenizer, and offers ``prefill`` and ``generate``.
+registry lookup happens per token) and a tokenizer, and offers ``prefill``, ``generate`` and ``stream``.
+A prompt is text, chat messages, or token ids (:mod:`sliminfer.core.prompts`); ``generate`` also takes
+transformers' ``generation_config``, ``logits_processor`` and ``streamer``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,23 +19,29 @@ from sliminfer.core.config import (
     GenerationSection,
     SlimConfig,
     read_config,
-    updated_section,
 )
-from sliminfer.core.errors import ConfigError
+from sliminfer.core.decoding import DecodingOptions, decoding_options
+from sliminfer.core.errors import ConfigError, InputError
 from sliminfer.core.forward import StagedForward
 from sliminfer.core.prompts import prompt_ids
 from sliminfer.core.registry import Registry, get_registry
 from sliminfer.core.results import GenerationResult, PrefillResult
+from sliminfer.core.sampling import logits_processors
 from sliminfer.decode.eager import eager_generate
 from sliminfer.decode.run import static_generate
+from sliminfer.decode.streaming import TokenSink, check_streamer, streaming
 from sliminfer.strategies.attention import strategy_layers
 
 if TYPE_CHECKING:
+    from transformers import GenerationConfig, LogitsProcessor
+
     from sliminfer.strategies.base import Schedule
     from sliminfer.strategies.prompt_filter import PromptFilter
 
 T = TypeVar("T")
 ConfigSource = str | Path | Mapping[str, Any] | SlimConfig | None
+#: text, chat messages ([{"role": ..., "content": ...}, ...]), token ids, or an integer tensor [n] / [1, n]
+Prompt = str | Sequence[Mapping[str, str]] | Sequence[int] | torch.Tensor
 
 
 class SlimPipeline:
@@ -109,9 +118,11 @@ class SlimPipeline:
         cache.setup(self.adapter.num_layers, reserve_tokens)
         return cache
 
-    def encode(self, prompt: str | Sequence[int] | torch.Tensor, chat_template: bool | None = None) -> torch.Tensor:
-        """Token ids ``[1, n]`` on the model's device for a text prompt or ready ids (checked: one prompt,
-        integer ids inside the vocabulary; see :mod:`sliminfer.core.prompts`)."""
+    def encode(self, prompt: Prompt, chat_template: bool | None = None) -> torch.Tensor:
+        """Token ids ``[1, n]`` on the model's device for text, chat messages (rendered with the tokenizer's
+        chat template, ``add_generation_prompt=True``) or ready ids (checked: one prompt, integer ids inside
+        the vocabulary; see :mod:`sliminfer.core.prompts`). ``chat_template`` (default: the config's
+        ``generation.chat_template``) says whether text is wrapped in the template as one user message."""
         use_chat = self.config.generation.chat_template if chat_template is None else chat_template
         return prompt_ids(prompt, self.tokenizer, self.adapter.vocab_size, use_chat).to(self.device)
 
@@ -125,7 +136,7 @@ class SlimPipeline:
         return eos
 
     # inference ----------------------------------------------------------------------------------
-    def prefill(self, input_ids: torch.Tensor | Sequence[int] | str, reserve_tokens: int = 0) -> PrefillResult:
+    def prefill(self, input_ids: Prompt, reserve_tokens: int = 0) -> PrefillResult:
         """Run the prompt through the model (pruning as configured); logits of its last token."""
         ids = self.encode(input_ids)
         self.forward.check_prompt(ids, reserve_tokens + 1)
@@ -154,7 +165,7 @@ class SlimPipeline:
 
     def generate(
         self,
-        prompt_or_ids: str | Sequence[int] | torch.Tensor,
+        prompt_or_ids: Prompt,
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         top_k: int | None = None,
@@ -163,44 +174,110 @@ class SlimPipeline:
         stop: Sequence[str] | None = None,
         chat_template: bool | None = None,
         fast: bool | None = None,
+        *,
+        streamer: Any = None,
+        logits_processor: Sequence[LogitsProcessor] | None = None,
+        generation_config: GenerationConfig | None = None,
     ) -> GenerationResult:
         """Prefill, then decode until EOS, a stop string or ``max_new_tokens``.
 
+        The prompt is text, chat messages or token ids (:meth:`encode`). The options merge, lowest first:
+        the config's ``generation:`` section, the fields ``generation_config`` (a transformers
+        ``GenerationConfig``) sets, then these keywords (see :mod:`sliminfer.core.decoding`). Repetition
+        penalty, min-p, n-gram bans and the other processors and warpers are transformers' own classes,
+        applied as ``model.generate`` applies them, with the caller's ``logits_processor`` after the
+        built-in processors (:mod:`sliminfer.core.sampling`). A ``streamer`` (``TextStreamer``,
+        ``TextIteratorStreamer``) gets the prompt ids, then each token as it is decoded, then ``end()``.
+
         The decode is the config's ``decode.mode``; ``fast=True`` chooses the static decode for this call
         (``fast=False`` the eager one): static buffers, replayed as a CUDA graph on GPUs (split-KV
-        attention and torch.compile; see :mod:`sliminfer.decode`), greedy only, no stop strings, and
-        decode-step observers are not called. It runs all ``max_new_tokens`` steps on the device and
-        cuts the text at EOS afterwards.
+        attention and torch.compile; see :mod:`sliminfer.decode`), greedy only, no stop strings, no logits
+        processors (each refused with a ConfigError naming it), and decode-step observers are not called.
+        It runs all ``max_new_tokens`` steps on the device and cuts the text at EOS afterwards; with a
+        streamer it reads each token on the host as it comes and stops at EOS.
         """
-        gen = updated_section(self.config.generation, "generation", {
-            "max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
-            "seed": seed, "stop": stop, "chat_template": chat_template})
         if fast is not None and not isinstance(fast, bool):
             raise ConfigError("generate.fast", fast, "must be True, False or None (None: the config's decode.mode)")
+        check_streamer(streamer)
+        ids = self.encode(prompt_or_ids, chat_template)
+        options = decoding_options(
+            self.config.generation,
+            {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+             "seed": seed, "stop": stop, "chat_template": chat_template},
+            self.eos_ids(), ids.shape[1], generation_config, logits_processor,
+        )
         static = self.config.decode.mode == "static" if fast is None else fast
         if static:
-            check_static_options(gen)
-        ids = self.encode(prompt_or_ids, gen.chat_template)
-        self.forward.check_prompt(ids, gen.max_new_tokens)
-        if static:
-            return self._oom_guarded(lambda: self._generate_static(ids, gen.max_new_tokens), "generate", ids)
-        return self._oom_guarded(lambda: eager_generate(self, ids, gen), "generate", ids)
+            check_static_options(options.gen, self._processor_options(options, ids.shape[1]))
+        self.forward.check_prompt(ids, options.gen.max_new_tokens)
+        with streaming(streamer, ids, options.eos) as sink:
+            if static:
+                return self._oom_guarded(lambda: self._generate_static(ids, options, sink), "generate", ids)
+            return self._oom_guarded(lambda: eager_generate(self, ids, options, sink), "generate", ids)
 
-    def _generate_static(self, ids: torch.Tensor, max_new_tokens: int) -> GenerationResult:
-        out = static_generate(self, ids, max_new_tokens, options=self.config.decode, decoder=self._static_decoder)
+    def stream(self, prompt_or_ids: Prompt, **kwargs: Any) -> Generator[str, None, GenerationResult]:
+        """Yield the text of the answer piece by piece as it is decoded; the generator's return value is
+        the :class:`GenerationResult` (``result = yield from pipe.stream(...)``).
+
+        The decode runs on a worker thread feeding a transformers ``TextIteratorStreamer`` (prompt skipped,
+        special tokens dropped); ``kwargs`` are those of :meth:`generate`, except ``streamer``. An error in
+        the decode is raised here once the text produced before it has been yielded. Leaving the loop early
+        waits for the decode to finish (it cannot be interrupted between tokens).
+        """
+        from transformers import TextIteratorStreamer
+
+        if "streamer" in kwargs:
+            raise ConfigError("stream.streamer", kwargs["streamer"], "stream() brings its own streamer; pass yours "
+                              "to generate(streamer=...) instead")
+        if self.tokenizer is None:
+            raise InputError("stream: text needs a tokenizer and this pipeline has none; call generate() with "
+                             "token ids instead")
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        outcome: dict[str, Any] = {}
+
+        def decode() -> None:
+            try:
+                outcome["result"] = self.generate(prompt_or_ids, streamer=streamer, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the reader below
+                outcome["error"] = exc
+                streamer.end()  # refused before the decode started: the reader must not wait for text
+
+        worker = threading.Thread(target=decode, name="sliminfer-stream", daemon=True)
+        worker.start()
+        try:
+            yield from streamer
+        finally:
+            worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]
+
+    def _processor_options(self, options: DecodingOptions, prompt_tokens: int) -> list[str]:
+        """The options that make logits processors (what the static decode cannot run), as ``name=value``."""
+        if not logits_processors(options, prompt_tokens, self.device):
+            return []
+        named = [f"{k}={v!r}" for k, v in options.processor_fields.items()]
+        return named + ([f"logits_processor={list(options.logits_processor)!r}"] if options.logits_processor else [])
+
+    def _generate_static(self, ids: torch.Tensor, options: DecodingOptions, sink: TokenSink | None) -> GenerationResult:
+        out = static_generate(self, ids, options.gen.max_new_tokens, options=self.config.decode,
+                              decoder=self._static_decoder, eos=options.eos, sink=sink)
         # reused (graph included) while later prompts fit, unless it holds its request's state (offload)
         self._static_decoder = out.decoder if out.decoder is not None and out.decoder.reusable else None
         return out
 
 
-def check_static_options(gen: GenerationSection) -> None:
-    """Refuse generation options the static decode cannot honour, before any work."""
-    if gen.temperature > 0 or gen.stop:
+def check_static_options(gen: GenerationSection, processors: Sequence[str] = ()) -> None:
+    """Refuse generation options the static decode cannot honour, before any work: sampling, stop strings,
+    and the logits processors ``processors`` names (``name=value`` of what asked for them)."""
+    got = [*([f"temperature={gen.temperature}"] if gen.temperature > 0 else []),
+           *([f"stop={gen.stop}"] if gen.stop else []), *processors]
+    if got:
         raise ConfigError(
             "decode.mode", "static",
-            f"the static decode (fast=True, --fast) is greedy only and takes no stop strings (got "
-            f"temperature={gen.temperature}, stop={gen.stop}); use temperature=0 and no stop, or the eager decode "
-            "(fast=False, decode.mode eager; CLI: drop --fast)",
+            f"the static decode (fast=True, --fast) is greedy only and takes no stop strings and no logits "
+            f"processors (got {', '.join(got)}); drop them, or use the eager decode (fast=False, decode.mode eager; "
+            "CLI: drop --fast)",
         )
 
 

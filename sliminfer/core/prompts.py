@@ -1,15 +1,19 @@
 """What a caller may pass as a prompt, turned into token ids ``[1, n]``; everything else refused early.
 
-Why one module: ``prefill`` and ``generate`` take text, a list of ids or a tensor, and each form has its
-own ways to go wrong (a batch, a nested list, float ids that torch would truncate, ids outside the
-vocabulary that would fail as an IndexError deep inside the embedding). Checking them here, before
-any forward pass, gives one :class:`~sliminfer.core.errors.InputError` naming the prompt, the value and
-the accepted forms, and nothing is silently reshaped or coerced.
+Why one module: ``prefill`` and ``generate`` take text, chat messages, a list of ids or a tensor, and each
+form has its own ways to go wrong (a batch, a nested list, float ids that torch would truncate, ids
+outside the vocabulary that would fail as an IndexError deep inside the embedding, a message without a
+``content``). Checking them here, before any forward pass, gives one
+:class:`~sliminfer.core.errors.InputError` naming the prompt, the value and the accepted forms, and
+nothing is silently reshaped or coerced.
+
+Chat messages (``[{"role": "user", "content": "..."}, ...]``, transformers' chat format) are rendered with
+the tokenizer's chat template and ``add_generation_prompt=True``, as ``apply_chat_template`` would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from numbers import Integral
 from typing import Any
 
@@ -17,7 +21,8 @@ import torch
 
 from sliminfer.core.errors import InputError
 
-FORMS = "text (str), token ids (a flat list of ints) or an integer tensor of shape [n] or [1, n]"
+FORMS = ("text (str), chat messages (a list of {'role': str, 'content': str} dicts), token ids (a flat list of "
+         "ints) or an integer tensor of shape [n] or [1, n]")
 ONE_PROMPT = "sliminfer runs one prompt per call (each prompt keeps its own tokens); call it once per prompt"
 
 
@@ -33,15 +38,56 @@ def _refuse(value: Any, why: str) -> InputError:
 
 
 def text_ids(text: str, tokenizer: Any, chat_template: bool) -> list[int]:
-    """Token ids of a text prompt, wrapped in the tokenizer's chat template when asked and present."""
+    """Token ids of a text prompt, wrapped in the tokenizer's chat template (as one user message) when asked
+    and present."""
     if tokenizer is None:
         raise _refuse(text, "text needs a tokenizer and this pipeline has none; pass token ids instead")
     if not text:
         raise InputError("prompt: empty text ''; give some text")
     if chat_template and getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-        )
+        return _rendered_chat_ids([{"role": "user", "content": text}], tokenizer)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def is_chat(prompt: Any) -> bool:
+    """Whether ``prompt`` is meant as chat messages: a non-empty list (or tuple) whose first item is a dict."""
+    return isinstance(prompt, (list, tuple)) and bool(prompt) and isinstance(prompt[0], Mapping)
+
+
+def check_messages(messages: Sequence[Any]) -> None:
+    """Refuse malformed chat messages, naming the message's index and the field, before any template runs."""
+    if not messages:
+        raise InputError("prompt: an empty list of chat messages; give at least one {'role': ..., 'content': ...}")
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise InputError(f"prompt: message {i} is {_short(message)}, not a dict; each chat message is a "
+                             "{'role': str, 'content': str} dict")
+        for field in ("role", "content"):
+            if field not in message:
+                raise InputError(f"prompt: message {i} has no '{field}' (its keys: {', '.join(map(str, message))}); "
+                                 "each chat message needs a 'role' and a 'content'")
+            if not isinstance(message[field], str):
+                raise InputError(f"prompt: message {i} field '{field}' is {_short(message[field])} "
+                                 f"({type(message[field]).__name__}); it must be a str")
+        if not message["role"]:
+            raise InputError(f"prompt: message {i} field 'role' is empty; give a role such as 'user' or 'system'")
+
+
+def chat_ids(messages: Sequence[Any], tokenizer: Any) -> list[int]:
+    """Token ids of chat messages rendered with the tokenizer's chat template (``add_generation_prompt=True``)."""
+    check_messages(messages)
+    if tokenizer is None:
+        raise InputError("prompt: chat messages need a tokenizer (its chat template) and this pipeline has none; "
+                         "pass a tokenizer, or token ids")
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError("prompt: chat messages need the tokenizer's chat template and this tokenizer has none "
+                         "(tokenizer.chat_template is not set); set one, or pass text or token ids")
+    return _rendered_chat_ids(messages, tokenizer)
+
+
+def _rendered_chat_ids(messages: Sequence[Mapping[str, Any]], tokenizer: Any) -> list[int]:
+    """The template's text already holds the special tokens (BOS, turn markers), so none are added again."""
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -66,9 +112,14 @@ def _list_ids(prompt: Sequence[Any]) -> torch.Tensor:
 
 
 def prompt_ids(prompt: Any, tokenizer: Any, vocab_size: int, chat_template: bool) -> torch.Tensor:
-    """Token ids ``[1, n]`` (CPU, ``torch.long``) of ``prompt``, checked against the vocabulary."""
+    """Token ids ``[1, n]`` (CPU, ``torch.long``) of ``prompt``, checked against the vocabulary.
+
+    ``chat_template`` applies to text: chat messages always go through the template (they have no other
+    rendering), token ids never do."""
     if isinstance(prompt, str):
         ids = torch.tensor([text_ids(prompt, tokenizer, chat_template)], dtype=torch.long)
+    elif is_chat(prompt):
+        ids = torch.tensor([chat_ids(prompt, tokenizer)], dtype=torch.long)
     elif isinstance(prompt, torch.Tensor):
         ids = _tensor_ids(prompt)
     elif isinstance(prompt, (bytes, bytearray)):

@@ -1,29 +1,113 @@
-"""Next-token choice: greedy, or temperature / top-k / top-p sampling with a seeded generator."""
+"""Next-token choice: transformers' own logits processors and warpers, then argmax or a seeded draw.
+
+Why transformers' classes: repetition penalty, min-p, n-gram bans and the rest have exact semantics that
+users know from ``model.generate``; building the public processor classes from the same fields, in the
+same order, gives the same scores, so a sampled token differs only by the random draw. The order is
+``GenerationMixin._get_logits_processor``'s (a private method, so it is not called): processors that
+act whether or not one samples, then the caller's own, then (sampling only) the warpers, then
+``renormalize_logits``. With no processor at all (plain greedy, the default) the raw logits' argmax is
+taken, exactly as before.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
+if TYPE_CHECKING:
+    from transformers import LogitsProcessorList
 
-def next_token(
-    logits: torch.Tensor,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Pick one token per row of ``logits`` (``[batch, vocab]``); returns ``[batch, 1]``."""
-    if temperature <= 0.0:
-        return logits.argmax(dim=-1, keepdim=True)
-    scores = logits.float() / temperature
-    if top_k is not None and top_k < scores.shape[-1]:
-        kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_scores, order = scores.sort(dim=-1, descending=True)
-        cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
-        drop_sorted = cumulative - sorted_scores.softmax(dim=-1) >= top_p  # keep the token that crosses top_p
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        scores = scores.masked_fill(drop, float("-inf"))
-    probs = scores.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator)
+    from sliminfer.core.decoding import DecodingOptions
+
+
+def logits_processors(options: DecodingOptions, prompt_tokens: int, device: torch.device) -> LogitsProcessorList:
+    """Every processor and warper ``options`` asks for, built from transformers' public classes in the order
+    ``model.generate`` applies them (empty for plain greedy decoding). transformers is imported here, not at
+    the top, so that ``import sliminfer`` does not import it."""
+    from transformers import (
+        EpsilonLogitsWarper,
+        EtaLogitsWarper,
+        LogitNormalization,
+        LogitsProcessorList,
+        MinLengthLogitsProcessor,
+        MinNewTokensLengthLogitsProcessor,
+        MinPLogitsWarper,
+        NoBadWordsLogitsProcessor,
+        NoRepeatNGramLogitsProcessor,
+        RepetitionPenaltyLogitsProcessor,
+        SequenceBiasLogitsProcessor,
+        SuppressTokensLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+        TypicalLogitsWarper,
+    )
+
+    f, gen = options.processor_fields, options.gen
+    eos = sorted(options.eos)
+    out = LogitsProcessorList()
+    if f.get("repetition_penalty", 1.0) != 1.0:
+        out.append(RepetitionPenaltyLogitsProcessor(f["repetition_penalty"]))
+    if f.get("no_repeat_ngram_size", 0) > 0:
+        out.append(NoRepeatNGramLogitsProcessor(f["no_repeat_ngram_size"]))
+    if f.get("bad_words_ids") is not None:
+        out.append(NoBadWordsLogitsProcessor(f["bad_words_ids"], eos or None))
+    if eos and f.get("min_length", 0) > 0:
+        out.append(MinLengthLogitsProcessor(f["min_length"], eos, device=device))
+    if eos and f.get("min_new_tokens", 0) > 0:
+        out.append(MinNewTokensLengthLogitsProcessor(prompt_tokens, f["min_new_tokens"], eos, device=device))
+    if f.get("suppress_tokens") is not None:
+        out.append(SuppressTokensLogitsProcessor(f["suppress_tokens"], device=device))
+    if f.get("sequence_bias") is not None:
+        out.append(SequenceBiasLogitsProcessor(f["sequence_bias"]))
+    out.extend(options.logits_processor)
+    if options.sampling:
+        if gen.temperature != 1.0:
+            out.append(TemperatureLogitsWarper(gen.temperature))
+        if gen.top_k is not None:
+            out.append(TopKLogitsWarper(gen.top_k))
+        if gen.top_p is not None and gen.top_p < 1.0:
+            out.append(TopPLogitsWarper(gen.top_p))
+        if f.get("min_p") is not None:
+            out.append(MinPLogitsWarper(f["min_p"]))
+        if f.get("typical_p", 1.0) < 1.0:
+            out.append(TypicalLogitsWarper(f["typical_p"]))
+        if 0.0 < f.get("epsilon_cutoff", 0.0) < 1.0:
+            out.append(EpsilonLogitsWarper(f["epsilon_cutoff"]))
+        if 0.0 < f.get("eta_cutoff", 0.0) < 1.0:
+            out.append(EtaLogitsWarper(f["eta_cutoff"], device=device))
+    if f.get("renormalize_logits"):
+        out.append(LogitNormalization())
+    return out
+
+
+class TokenChooser:
+    """Chooses each next token of one generation: the processors over the sequence so far (prompt
+    included, as ``model.generate`` passes it), then argmax, or a draw from the softmax with the
+    sampler's own generator."""
+
+    def __init__(self, processors: LogitsProcessorList, sampling: bool, generator: torch.Generator | None,
+                 prompt: torch.Tensor, max_new_tokens: int) -> None:
+        self.processors = processors
+        self.sampling = sampling
+        self.generator = generator
+        self._sequence: torch.Tensor | None = None
+        self._length = prompt.shape[1]
+        if processors:  # the processors see the whole sequence; kept in one buffer, written in place
+            self._sequence = torch.empty(1, self._length + max_new_tokens, dtype=torch.long, device=prompt.device)
+            self._sequence[:, : self._length] = prompt
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        """The next token ``[1, 1]`` for the last position's ``logits`` ``[1, vocab]``."""
+        scores = logits
+        if self._sequence is not None:
+            scores = self.processors(self._sequence[:, : self._length], logits.float())
+        if self.sampling:
+            token = torch.multinomial(scores.float().softmax(dim=-1), 1, generator=self.generator)
+        else:
+            token = scores.argmax(dim=-1, keepdim=True)
+        if self._sequence is not None:
+            self._sequence[:, self._length] = token[:, 0]
+            self._length += 1
+        return token

@@ -1,7 +1,9 @@
 """The eager decode: token by token through the model's own attention modules and the cache manager.
 
-Every generation option works here (sampling, stop strings, decode-step observers); the layer loop of
-one step is :meth:`StagedForward.decode_step`, with :func:`~sliminfer.decode.kernels.decode_attention_kernels`.
+Every generation option works here (sampling, transformers' logits processors, stop strings, streamers,
+decode-step observers); the layer loop of one step is :meth:`StagedForward.decode_step`, with
+:func:`~sliminfer.decode.kernels.decode_attention_kernels`. Each token is read on the host anyway (for EOS
+and stop strings), so streaming it costs nothing more.
 """
 
 from __future__ import annotations
@@ -13,25 +15,33 @@ import torch
 
 from sliminfer.core import events
 from sliminfer.core.results import GenerationResult
-from sliminfer.core.sampling import next_token
+from sliminfer.core.sampling import TokenChooser, logits_processors
 from sliminfer.core.timing import now
 
 if TYPE_CHECKING:
     from sliminfer.core.config import GenerationSection
+    from sliminfer.core.decoding import DecodingOptions
     from sliminfer.core.pipeline import SlimPipeline
+    from sliminfer.decode.streaming import TokenSink
 
 
-def eager_generate(pipe: SlimPipeline, ids: torch.Tensor, gen: GenerationSection) -> GenerationResult:
-    """Prefill ``ids`` (checked ``[1, n]`` ids), then decode until EOS, a stop string or ``gen.max_new_tokens``."""
-    generator = _generator(pipe, gen)
-    eos = pipe.eos_ids()
+def eager_generate(pipe: SlimPipeline, ids: torch.Tensor, options: DecodingOptions,
+                   sink: TokenSink | None = None) -> GenerationResult:
+    """Prefill ``ids`` (checked ``[1, n]`` ids), then decode until EOS, a stop string or ``max_new_tokens``,
+    putting each token into ``sink`` as it comes."""
+    gen = options.gen
     device = pipe.device
+    choose = TokenChooser(logits_processors(options, ids.shape[1], device), options.sampling,
+                          _generator(pipe, gen), ids, gen.max_new_tokens)
+    eos = options.eos
     observe = pipe.registry.has_observers("sliminfer_decode_step")
     start = now(device)
     prefill = pipe.forward.prefill(ids, pipe.new_cache(gen.max_new_tokens))
-    token = next_token(prefill.logits, gen.temperature, gen.top_k, gen.top_p, generator)
+    token = choose(prefill.logits)
     ttft = now(device) - start
     tokens = [int(token)]
+    if sink is not None:
+        sink.emit(tokens[-1])
     stopped_by = "max_new_tokens"
     position = prefill.next_position
     while True:
@@ -45,9 +55,10 @@ def eager_generate(pipe: SlimPipeline, ids: torch.Tensor, gen: GenerationSection
             break
         if len(tokens) >= gen.max_new_tokens:
             break
-        logits = pipe.forward.decode_step(token, position, prefill.cache)
-        token = next_token(logits, gen.temperature, gen.top_k, gen.top_p, generator)
+        token = choose(pipe.forward.decode_step(token, position, prefill.cache))
         tokens.append(int(token))
+        if sink is not None:
+            sink.emit(tokens[-1])
         position += 1
     total = now(device) - start
     steps = len(tokens) - 1
@@ -64,13 +75,15 @@ def eager_generate(pipe: SlimPipeline, ids: torch.Tensor, gen: GenerationSection
 
 
 def _generator(pipe: SlimPipeline, gen: GenerationSection) -> torch.Generator | None:
-    """The sampler's own generator (None when greedy), seeded from ``gen.seed`` or fresh entropy."""
+    """The sampler's own generator (None when greedy), seeded from ``gen.seed``, or else from a draw of torch's
+    global generator: ``torch.manual_seed`` / ``transformers.set_seed`` then make a run repeatable, as they
+    do for ``model.generate`` (whose draws differ: it samples from the global generator itself)."""
     if gen.temperature <= 0:
         return None
     generator = torch.Generator(device=pipe.device)
     seed = gen.seed
     if seed is None:
-        seed = torch.seed()
+        seed = int(torch.randint(0, 1 << 62, ()))
         if pipe.adapter.head_shards is not None:  # tensor-parallel ranks must sample the same tokens
             seed = pipe.adapter.head_shards.broadcast_int(seed % (1 << 62), pipe.device)
     generator.manual_seed(seed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from sliminfer.cache.base import KVCacheManager
     from sliminfer.core.forward import StagedForward
     from sliminfer.core.pipeline import SlimPipeline
+    from sliminfer.decode.streaming import TokenSink
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,9 @@ class StaticRun(ABC):
 
     @abstractmethod
     def run(self, forward: StagedForward, ids: torch.Tensor, max_new_tokens: int,
-            options: DecodeSection) -> StaticOutcome:
-        """Prefill ``ids`` into the manager, then decode ``max_new_tokens`` tokens greedily in all."""
+            options: DecodeSection, sink: TokenSink | None = None) -> StaticOutcome:
+        """Prefill ``ids`` into the manager, then decode ``max_new_tokens`` tokens greedily in all. With a
+        ``sink`` (streaming), put each token into it as the host learns it, and stop after one it stops at."""
 
 
 def static_generate(
@@ -62,14 +64,19 @@ def static_generate(
     options: DecodeSection | Mapping[str, Any] | None = None,
     decoder: StaticDecoder | None = None,
     stop_at_eos: bool = True,
+    eos: Collection[int] | None = None,
+    sink: TokenSink | None = None,
 ) -> GenerationResult:
     """Greedy generation with the static decode (``decode.mode: static``; ``generate(fast=True)``).
 
     Token-identical to the eager decode's greedy tokens (up to floating-point summation order in the
     attention). The decode runs ``max_new_tokens - 1`` steps without looking at the host; with
     ``stop_at_eos`` the tokens are cut after the first EOS. ``options``: a ``decode:`` section, or a
-    mapping of its fields (``{"kernel": "sdpa", "fuse": False}``) over the pipeline's own. Pass the ``decoder`` of an earlier result to reuse its buffers and captured
-    graph when the new prompt fits.
+    mapping of its fields (``{"kernel": "sdpa", "fuse": False}``) over the pipeline's own. Pass the
+    ``decoder`` of an earlier result to reuse its buffers and captured graph when the new prompt fits.
+    ``eos``: the ids that end the text (default: :meth:`SlimPipeline.eos_ids`). With a ``sink`` (a streamer,
+    see :mod:`sliminfer.decode.streaming`) each token reaches it as the host reads it, and the decode stops
+    at its stop ids instead of running every step; the tokens are the same.
     """
     if max_new_tokens < 1:
         raise InputError(f"max_new_tokens: {max_new_tokens}; must be at least 1")
@@ -80,14 +87,14 @@ def static_generate(
     cache = pipe.new_cache(max_new_tokens)
     own = cache.static_run()
     if own is not None:
-        outcome = own.run(pipe.forward, ids, max_new_tokens, options)
+        outcome = own.run(pipe.forward, ids, max_new_tokens, options, sink)
     else:
-        outcome = _generic_run(pipe.forward, cache, ids, max_new_tokens, options, decoder)
-    return finish_generation(pipe, outcome, stop_at_eos)
+        outcome = _generic_run(pipe.forward, cache, ids, max_new_tokens, options, decoder, sink)
+    return finish_generation(pipe, outcome, stop_at_eos, pipe.eos_ids() if eos is None else eos)
 
 
 def _generic_run(forward: StagedForward, cache: KVCacheManager, ids: torch.Tensor, max_new_tokens: int,
-                 options: DecodeSection, decoder: StaticDecoder | None) -> StaticOutcome:
+                 options: DecodeSection, decoder: StaticDecoder | None, sink: TokenSink | None) -> StaticOutcome:
     device = ids.device
     if decoder is not None:
         decoder.offer_buffers(cache)
@@ -95,6 +102,8 @@ def _generic_run(forward: StagedForward, cache: KVCacheManager, ids: torch.Tenso
     prefill = forward.prefill(ids, cache)
     first = prefill.logits.argmax(dim=-1, keepdim=True)
     ttft = now(device) - start
+    if sink is not None and sink.take(int(first)):  # EOS first: no step to run (an earlier decoder stays kept)
+        return StaticOutcome([int(first)], start, ttft, now(device), now(device), 0, prefill, decoder)
     if decoder is not None and decoder.fits(prefill, max_new_tokens):
         log.debug("reusing the static decoder of an earlier request (its buffers and graph)")
     else:
@@ -104,16 +113,16 @@ def _generic_run(forward: StagedForward, cache: KVCacheManager, ids: torch.Tenso
     decoder.load(prefill, first)
     cache.setup(forward.adapter.num_layers, 0)  # drop the prefill's own buffers, if any
     ready = now(device)
-    decoder.decode(max_new_tokens - 1)
+    steps = decoder.decode(max_new_tokens - 1, sink)
     end = now(device)
-    return StaticOutcome(decoder.tokens(max_new_tokens), start, ttft, ready, end, max_new_tokens - 1, prefill, decoder)
+    return StaticOutcome(decoder.tokens(steps + 1), start, ttft, ready, end, steps, prefill, decoder)
 
 
-def finish_generation(pipe: SlimPipeline, outcome: StaticOutcome, stop_at_eos: bool) -> GenerationResult:
-    """Cut the tokens after the first EOS (with ``stop_at_eos``), decode the text, and time the parts."""
+def finish_generation(pipe: SlimPipeline, outcome: StaticOutcome, stop_at_eos: bool,
+                      eos: Collection[int]) -> GenerationResult:
+    """Cut the tokens after the first ``eos`` id (with ``stop_at_eos``), decode the text, time the parts."""
     tokens, stopped_by = outcome.tokens, "max_new_tokens"
     if stop_at_eos:
-        eos = pipe.eos_ids()
         cut = next((i for i, t in enumerate(tokens) if t in eos), None)
         if cut is not None:
             tokens, stopped_by = tokens[: cut + 1], "eos"

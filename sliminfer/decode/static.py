@@ -46,6 +46,7 @@ from sliminfer.models.decode_parts import bind_decode_parts, fuse_projections
 if TYPE_CHECKING:
     from sliminfer.cache.base import KVCacheManager
     from sliminfer.core.results import PrefillResult
+    from sliminfer.decode.streaming import TokenSink
     from sliminfer.models.base import ModelAdapter
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,33 @@ log = logging.getLogger(__name__)
 
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
+
+
+class _HostTokens:
+    """The tokens of the latest two steps, copied to pinned host memory without blocking: the host reads
+    one step's token while the next step runs (a CUDA event per slot says when a copy has landed)."""
+
+    def __init__(self, device: torch.device) -> None:
+        cuda = device.type == "cuda"
+        self.slots = torch.zeros(2, dtype=torch.long, pin_memory=cuda)
+        self.events = [torch.cuda.Event(), torch.cuda.Event()] if cuda else None
+        self.pushed = 0
+        self.popped = 0
+
+    def push(self, token: torch.Tensor) -> None:
+        slot = self.pushed % 2
+        self.slots[slot : slot + 1].copy_(token.reshape(1), non_blocking=True)
+        if self.events is not None:
+            self.events[slot].record()
+        self.pushed += 1
+
+    def pop(self) -> int:
+        """The oldest token not yet popped (waits for its copy only)."""
+        slot = self.popped % 2
+        if self.events is not None:
+            self.events[slot].synchronize()
+        self.popped += 1
+        return int(self.slots[slot])
 
 
 class StaticDecoder:
@@ -213,15 +241,37 @@ class StaticDecoder:
             self.load(prefill, first_token)  # capture's warm-up steps moved the state on
 
     @torch.inference_mode()
-    def decode(self, steps: int) -> None:
-        """Run ``steps`` decode steps (each feeds its greedy token to the next)."""
-        self._reserve(steps)
+    def decode(self, steps: int, sink: TokenSink | None = None) -> int:
+        """Run ``steps`` decode steps (each feeds its greedy token to the next); returns the steps run.
+
+        Without a ``sink`` nothing waits for the host: n steps cost n replays and one sync at the end. With
+        one (streaming), each step's token is copied to pinned host memory without blocking and handed to
+        the sink one step late, once the next step is queued, so the device does not idle while the host
+        reads; the decode stops after a token the sink stops at (EOS), having run at most one step more.
+        What streaming costs is that the host waits for every step's token instead of queueing all steps
+        at once: launch overhead is no longer hidden behind the device's work, which shows on small models
+        (benchmarks/gpu/stream_cost.py measures it). Nothing of this runs without a streamer.
+        """
+        reserved = self._reserve(steps)
+        if sink is None:
+            for _ in range(steps):
+                self._run_step()
+            return steps
+        host = _HostTokens(self.device)
+        for step in range(steps):
+            self._run_step()
+            host.push(self.token)
+            if step > 0 and sink.take(host.pop()):
+                self._steps_done = reserved - (steps - step - 1)
+                return step + 1
+        sink.take(host.pop())
+        return steps
+
+    def _run_step(self) -> None:
         if self.graph is not None:
-            for _ in range(steps):
-                self.graph.replay()
+            self.graph.replay()
         else:
-            for _ in range(steps):
-                self.logits = self._step_fn()
+            self.logits = self._step_fn()
 
     @torch.inference_mode()
     def decode_forced(self, tokens: Sequence[int]) -> tuple[list[int], list[torch.Tensor]]:
@@ -231,16 +281,14 @@ class StaticDecoder:
         picked, logits = [], []
         for t in tokens:
             self.token.fill_(int(t))
-            if self.graph is not None:
-                self.graph.replay()
-            else:
-                self.logits = self._step_fn()
+            self._run_step()
             logits.append(self.logits.float().clone())
             picked.append(int(self.token))
         return picked, logits
 
-    def _reserve(self, steps: int) -> None:
-        """Slots are checked here, on the host: an index past a buffer would be a device-side assert."""
+    def _reserve(self, steps: int) -> int:
+        """Slots are checked here, on the host: an index past a buffer would be a device-side assert. Returns
+        the steps done once these have run."""
         done = self._steps_done
         if done is None:
             raise InputError("decode: load a prefill first")
@@ -248,6 +296,7 @@ class StaticDecoder:
             raise InputError(f"decode: {done} + {steps} steps; this decoder holds {self.max_new_tokens - 1} "
                              "after the first token")
         self._steps_done = done + steps
+        return self._steps_done
 
     def tokens(self, n: int) -> list[int]:
         return self.generated[:n].tolist()

@@ -1,5 +1,5 @@
-"""Testing helpers for sliminfer and its plugins: tiny in-process models, the masked full-length
-reference, and the conformance kit every registered strategy must pass.
+"""Testing helpers for sliminfer and its plugins: tiny in-process models and a tokenizer for them, the
+masked full-length reference, and the conformance kit every registered strategy must pass.
 
 A plugin's test suite runs the kit over its own strategy::
 
@@ -28,6 +28,7 @@ from sliminfer.testing.reference import (
     greedy_decode_both,
 )
 from sliminfer.testing.tiny_models import ARCHS, random_prompt, tiny_model
+from sliminfer.testing.tiny_tokenizer import tiny_tokenizer
 
 __all__ = [
     "ARCHS",
@@ -43,4 +44,5 @@ __all__ = [
     "greedy_decode_both",
     "random_prompt",
     "tiny_model",
+    "tiny_tokenizer",
 ]

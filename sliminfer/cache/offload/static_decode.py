@@ -47,6 +47,7 @@ from sliminfer.decode.static import StaticDecoder
 if TYPE_CHECKING:
     from sliminfer.cache.offload.manager import OffloadingKVManager
     from sliminfer.core.forward import StagedForward
+    from sliminfer.decode.streaming import TokenSink
     from sliminfer.models.base import ModelAdapter
 
 # compiled entries allowed per code object while this decoder compiles: its segments (one per selecting
@@ -255,7 +256,7 @@ class OffloadStaticRun(StaticRun):
         self.manager = manager
 
     def run(self, forward: StagedForward, ids: torch.Tensor, max_new_tokens: int,
-            options: DecodeSection) -> StaticOutcome:
+            options: DecodeSection, sink: TokenSink | None = None) -> StaticOutcome:
         OffloadStaticDecoder.kernel(options)  # refuse a kernel it lacks before the prefill
         cache = self.manager
         device = ids.device
@@ -264,19 +265,24 @@ class OffloadStaticRun(StaticRun):
         token = prefill.logits.argmax(dim=-1, keepdim=True)
         ttft = now(device) - start
         tokens = [int(token)]
+        stopped = sink is not None and sink.take(tokens[-1])
         position = prefill.next_position
         for _ in range(min(cache.config.recent_window, max_new_tokens - 1)):
+            if stopped:
+                break
             token = forward.decode_step(token, position, cache).argmax(dim=-1, keepdim=True)
             tokens.append(int(token))
+            stopped = sink is not None and sink.take(tokens[-1])
             position += 1
-        remaining = max_new_tokens - len(tokens)
+        remaining = 0 if stopped else max_new_tokens - len(tokens)
         decoder = None
+        steps = 0
         ready = end = now(device)
         if remaining > 0:
             decoder = OffloadStaticDecoder(forward.adapter, cache, remaining + 1, options)
             decoder.load_offload(token, position)
             ready = now(device)
-            decoder.decode(remaining)
+            steps = decoder.decode(remaining, sink)
             end = now(device)
-            tokens += decoder.tokens(remaining + 1)[1:]
-        return StaticOutcome(tokens, start, ttft, ready, end, remaining, prefill, decoder)
+            tokens += decoder.tokens(steps + 1)[1:]
+        return StaticOutcome(tokens, start, ttft, ready, end, steps, prefill, decoder)

@@ -1,0 +1,1 @@
+"""sliminfer inside transformers' own entry points: the ``sliminfer-text-generation`` pipeline task."""
