@@ -7,11 +7,12 @@ import importlib.util
 import json
 import math
 import random
+import sys
 
 import pytest
 
 from sliminfer.cli.main import main
-from sliminfer.compare.report import pareto_front
+from sliminfer.compare.report import pareto_front, pareto_plot
 from sliminfer.core.errors import ConfigError
 from sliminfer.eval.bootstrap import bootstrap_mean
 
@@ -105,6 +106,14 @@ def test_bootstrap_of_several_tasks_weights_tasks_equally_and_refuses_empty_grou
 def test_pareto_front_keeps_the_configs_nothing_beats():
     points = [(1.0, 50.0), (2.0, 60.0), (3.0, 55.0), (0.5, 40.0), (1.0, 45.0)]
     assert pareto_front(points) == [3, 0, 1]
+
+
+def test_pareto_plot_without_matplotlib_says_so(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    record = {"speed": {"settings": {}}, "accuracy": {"tasks": {}}, "summary": {"rows": {}}}
+    with pytest.warns(UserWarning, match="matplotlib is not installed"):
+        assert pareto_plot(record, tmp_path / "p.png") is None
+    assert not (tmp_path / "p.png").exists()
 
 
 @pytest.mark.parametrize(("argv", "message"), [
