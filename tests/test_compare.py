@@ -124,9 +124,27 @@ def test_pareto_plot_without_matplotlib_says_so(monkeypatch, tmp_path):
      "does not fit the tiny-llama shape"),
     (["compare", "origin", "--accuracy-only", "--tasks", "needle", "--depths", "1.5"], "--depths: got [1.5]"),
     (["compare", "origin", "--new-tokens", "1"], "--new-tokens: got 1"),
+    (["compare", "origin", "decode.nosuch=1"], "decode.nosuch"),  # overrides apply to every row, checked first
 ])
 def test_bad_inputs_fail_before_any_model_work(argv, message, capsys, tmp_path):
     assert main([*argv, "--device", "cpu", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert message in err, err
     assert not (tmp_path / "compare.md").exists()
+
+
+def test_gpu_script_refuses_a_run_over_its_budget(monkeypatch, capsys):
+    """benchmarks/gpu/compare_gpu.py: the tasks that fit are chosen, a run that cannot fit is refused."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu" / "compare_gpu.py"
+    spec = importlib.util.spec_from_file_location("compare_gpu", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(sys, "argv", ["compare_gpu.py", "--dry-run", "--rows", "origin", "llama-3.1-8b"])
+    assert script.main() == 0
+    assert "tasks: needle passkey, 100 samples" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["compare_gpu.py", "--dry-run", "--rows", *[f"r{i}" for i in range(12)]])
+    assert script.main() == 2
+    assert "over the budget of 8 min" in capsys.readouterr().out
