@@ -24,7 +24,7 @@ from sliminfer.bench.stock import (
     best_stock,
     enabled_sdpa_backends,
 )
-from sliminfer.cli.bench_cmd import _lengths
+from sliminfer.cli.bench_cmd import length_list
 from sliminfer.cli.main import main
 from sliminfer.core.pipeline import SlimPipeline
 
@@ -155,8 +155,8 @@ def test_out_of_memory_is_recorded_not_raised() -> None:
 
 
 def test_length_lists() -> None:
-    assert _lengths("8k, 16K,100") == [8192, 16384, 100]
-    assert _lengths("") == []
+    assert length_list("8k, 16K,100") == [8192, 16384, 100]
+    assert length_list("") == []
 
 
 def test_bench_rejects_an_unknown_mode(capsys) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from sliminfer.bench.cost import H100_SXM_BANDWIDTH
@@ -35,16 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. model.dtype=bfloat16")
     parser.add_argument("--shape", choices=shape_names(),
                         help="build this architecture in code with random weights (speed only), instead of model.source")
-    parser.add_argument("--prompt-lengths", default="1k,2k", type=_lengths, help="comma list; 8k means 8192")
-    parser.add_argument("--output-lengths", default="", type=_lengths,
+    parser.add_argument("--prompt-lengths", default="1k,2k", type=length_list, help="comma list; 8k means 8192")
+    parser.add_argument("--output-lengths", default="", type=length_list,
                         help="new tokens for end-to-end runs (comma list; empty: TTFT only)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before them")
-    parser.add_argument("--modes", default=",".join(MODES), type=_choices(ALL_MODES),
+    parser.add_argument("--modes", default=",".join(MODES), type=choice_list(ALL_MODES),
                         help="comma list of stock (generate as it comes), stock_no_cudnn (the same with cuDNN "
                              "attention excluded on CUDA), stock_static (generate with a static cache, compiled "
                              "on CUDA: end to end only) and sliminfer (default: all)")
-    parser.add_argument("--decode", default=",".join(DECODERS), type=_choices(DECODERS),
+    parser.add_argument("--decode", default=",".join(DECODERS), type=choice_list(DECODERS),
                         help="sliminfer end-to-end decode paths: eager and/or static (its kernel, graph and "
                              "compile come from the config's decode section, e.g. decode.kernel=sdpa)")
     parser.add_argument("--no-ttft", action="store_true", help="skip the separate TTFT measurements")
@@ -57,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run)
 
 
-def _lengths(text: str) -> list[int]:
+def length_list(text: str) -> list[int]:
+    """A comma list of token counts (``8k`` is 8192), as the bench and compare flags take them."""
     out = []
     for item in filter(None, (t.strip() for t in text.split(","))):
         match = re.fullmatch(r"(\d+)([kK]?)", item)
@@ -67,7 +69,9 @@ def _lengths(text: str) -> list[int]:
     return out
 
 
-def _choices(allowed: tuple[str, ...]):
+def choice_list(allowed: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type: a non-empty comma list of names from ``allowed``."""
+
     def parse(text: str) -> tuple[str, ...]:
         items = tuple(filter(None, (t.strip() for t in text.split(","))))
         bad = [i for i in items if i not in allowed]

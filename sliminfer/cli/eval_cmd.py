@@ -12,13 +12,7 @@ from pathlib import Path
 
 from sliminfer.eval.base import Task
 from sliminfer.eval.needles import VALUE_KINDS, VARIANTS
-
-TASKS = ("needle", "passkey", "lm", "hotpotqa", "squad", "longbench")
-#: (lengths, samples) per task when not given on the command line
-DEFAULTS: dict[str, tuple[tuple[int, ...], int | None]] = {
-    "needle": ((1024, 2048, 4096), 1), "passkey": ((1024, 2048, 4096), 1), "lm": ((1024, 2048, 4096, 8192), 2),
-    "hotpotqa": ((1024, 2048, 4096), 5), "squad": ((1024, 2048, 4096), 5), "longbench": ((), None),
-}
+from sliminfer.eval.tasks import DEPTHS, TASKS, build_task
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--configs", nargs="+", default=["origin"], help="preset names or YAML paths; the first is the "
                    "reference (all must share the model section)")
     p.add_argument("--lengths", nargs="+", type=int, help="context lengths in tokens (LongBench: one max length)")
-    p.add_argument("--depths", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0],
+    p.add_argument("--depths", nargs="+", type=float, default=list(DEPTHS),
                    help="needle depths in [0, 1] (needle, passkey)")
     p.add_argument("--samples", type=int, help="samples per length (and depth); LongBench: first N lines")
     p.add_argument("--seed", type=int, default=0, help="seed of every sample generator")
@@ -45,38 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def make_task(args: argparse.Namespace) -> Task:
     """The task the arguments describe, with per-task defaults filled in."""
-    from sliminfer.core.errors import InputError
-
-    lengths, samples = DEFAULTS[args.task]
-    lengths = tuple(args.lengths or lengths)
-    samples = args.samples if args.samples is not None else samples
-    # measured on SmolLM2-135M-Instruct: needles answer best as a plain completion ("... The special
-    # magic number for X is"), short-context QA best inside the chat template (SQuAD F1 10.5 vs 1.3)
-    chat = args.chat if args.chat is not None else args.task in ("hotpotqa", "squad")
-    if args.task == "needle":
-        from sliminfer.eval.needles import NeedleTask
-
-        return NeedleTask(args.variant, args.values, lengths, args.depths, samples, args.seed, chat)
-    if args.task == "passkey":
-        from sliminfer.eval.passkey import PasskeyTask
-
-        return PasskeyTask(lengths, args.depths, samples, args.seed, chat)
-    if args.task == "lm":
-        from sliminfer.eval.lm_agreement import LMAgreementTask
-
-        return LMAgreementTask(lengths, samples, args.seed)
-    if args.task in ("hotpotqa", "squad"):
-        from sliminfer.eval.qa import HotpotQATask, SquadTask
-
-        return (HotpotQATask if args.task == "hotpotqa" else SquadTask)(lengths, samples, args.seed, chat)
-    if args.data is None:
-        raise InputError("longbench: give --data PATH to a LongBench <dataset>.jsonl")
-    import json
-
-    from sliminfer.eval.longbench import LongBenchTask
-
-    prompts = json.loads(args.prompts.read_text(encoding="utf-8")) if args.prompts else None
-    return LongBenchTask(args.data, samples, lengths[0] if lengths else None, prompts, args.chat is not False)
+    return build_task(args.task, lengths=args.lengths, samples=args.samples, seed=args.seed, depths=args.depths,
+                      variant=args.variant, values=args.values, chat=args.chat, data=args.data, prompts=args.prompts)
 
 
 def command_line(args: argparse.Namespace, task: Task) -> str:

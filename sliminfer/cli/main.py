@@ -19,7 +19,7 @@ from typing import Any
 from sliminfer import __version__
 from sliminfer.core.errors import SlimInferError
 
-COMMANDS = ("demo", "run", "plugins", "config", "bench", "eval")
+COMMANDS = ("demo", "run", "plugins", "config", "bench", "eval", "compare")
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from sliminfer.eval.metrics import (
     classification_accuracy,
     code_similarity,
     count_accuracy,
+    qa_f1,
     retrieval_accuracy,
     rouge_l,
-    token_f1,
 )
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def _ignore_classes(metric: Callable[[str, str], float]) -> Scorer:
 
 #: dataset -> (metric name, scoring function); LongBench's English, synthetic and code tasks
 METRICS: dict[str, tuple[str, Scorer]] = {
-    **{name: ("qa_f1", _ignore_classes(token_f1)) for name in (
+    **{name: ("qa_f1", _ignore_classes(qa_f1)) for name in (
         "narrativeqa", "qasper", "multifieldqa_en", "hotpotqa", "2wikimqa", "musique", "triviaqa")},
     **{name: ("rouge_l", _ignore_classes(rouge_l)) for name in ("gov_report", "qmsum", "multi_news", "samsum")},
     "trec": ("classification", classification_accuracy),
@@ -61,7 +61,7 @@ FIRST_LINE_ONLY = frozenset({"trec", "triviaqa", "samsum"})
 
 def base_dataset(name: str) -> str:
     """``hotpotqa_e`` (LongBench-E) -> ``hotpotqa``."""
-    return name[:-2] if name.endswith("_e") else name
+    return name.removesuffix("_e")
 
 
 def load_longbench(path: str | Path) -> list[dict[str, Any]]:
@@ -82,16 +82,22 @@ def load_longbench(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def score_longbench(dataset: str, prediction: str, answers: Sequence[str], classes: Sequence[str] = ()) -> float:
-    """A sample's official score in [0, 1]: the best over its answers."""
+def metric_of(dataset: str) -> tuple[str, Scorer]:
+    """``(metric name, scoring function)`` of a LongBench dataset; unknown and Chinese tasks are refused."""
     name = base_dataset(dataset)
     if name in CHINESE:
         raise ConfigError("dataset", dataset, "Chinese LongBench tasks need jieba segmentation; not supported")
     if name not in METRICS:
         raise ConfigError("dataset", dataset, f"unknown LongBench task; known: {', '.join(sorted(METRICS))}")
-    if name in FIRST_LINE_ONLY:
+    return METRICS[name]
+
+
+def score_longbench(dataset: str, prediction: str, answers: Sequence[str], classes: Sequence[str] = ()) -> float:
+    """A sample's official score in [0, 1], as LongBench's ``eval.py`` scores it: the first line only
+    for trec, triviaqa and samsum, then the best over its answers (0 for none)."""
+    scorer = metric_of(dataset)[1]
+    if base_dataset(dataset) in FIRST_LINE_ONLY:
         prediction = prediction.lstrip("\n").split("\n")[0]
-    scorer = METRICS[name][1]
     return max((scorer(prediction, answer, classes) for answer in answers), default=0.0)
 
 
@@ -106,17 +112,17 @@ class LongBenchTask(GenerationTask):
         self.records = load_longbench(path)
         first = self.records[0] if self.records else {}
         self.dataset = str(first.get("dataset") or Path(path).stem)
-        score_longbench(self.dataset, "", [""])  # unknown / Chinese tasks fail before any model work
+        metric = metric_of(self.dataset)[0]  # unknown / Chinese tasks fail before any model work
         base = base_dataset(self.dataset)
         self.name = f"longbench_{self.dataset}"
         self.template = (prompts or {}).get(base, "{context}\n\n{input}")
         self.n_samples, self.max_length = samples, max_length
         self.max_new_tokens = MAX_NEW_TOKENS.get(base, 64)
         self.chat_template = chat_template and base not in RAW_PROMPT
-        self.metrics = (mean_metric("score", f"{METRICS[base][0]} (%)"), SAME_ANSWER)
+        self.metrics = (mean_metric("score", f"{metric} (%)"), SAME_ANSWER)
 
     def describe(self) -> str:
-        return f"{self.name}: LongBench {METRICS[base_dataset(self.dataset)][0]}, max {self.max_new_tokens} new tokens"
+        return f"{self.name}: LongBench {metric_of(self.dataset)[0]}, max {self.max_new_tokens} new tokens"
 
     def samples(self, pipe: SlimPipeline) -> list[Sample]:
         # room for the answer and a chat wrapper (LongBench's own limits are per model, e.g. 127,500 for 128k)

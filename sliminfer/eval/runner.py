@@ -42,11 +42,10 @@ class EvalConfig:
         return "unpruned" if pruning is None else json.dumps(pruning.model_dump(), separators=(", ", ": "))
 
 
-def resolve_configs(sources: Sequence[str | Path | Mapping[str, Any]]) -> list[EvalConfig]:
-    """Load preset names, YAML paths or dicts; names must be unique and the model section shared.
-
-    One shared model section is what lets the runner load the weights once for every config.
-    """
+def named_configs(sources: Sequence[str | Path | Mapping[str, Any]], field: str = "--configs",
+                  overrides: Sequence[str] = ()) -> list[EvalConfig]:
+    """Load preset names, YAML paths or dicts (each with ``overrides``), named for tables and result
+    files: a YAML file by its stem, a preset by itself, a dict ``config<i>``. Names must be unique."""
     configs: list[EvalConfig] = []
     for i, source in enumerate(sources):
         if isinstance(source, Mapping):
@@ -54,10 +53,19 @@ def resolve_configs(sources: Sequence[str | Path | Mapping[str, Any]]) -> list[E
         else:  # a YAML file is named by its stem, a preset by itself ("llama-3.1-8b" has no suffix)
             name = Path(source).stem if Path(source).is_file() else str(source)
         if any(c.name == name for c in configs):
-            raise ConfigError("--configs", str(source), f"gives the name {name!r} twice; rename one file")
-        configs.append(EvalConfig(name, load_config(source)))
+            raise ConfigError(field, str(source), f"gives the name {name!r} twice; rename one file")
+        configs.append(EvalConfig(name, load_config(source, overrides)))
     if not configs:
-        raise ConfigError("--configs", [], "give at least one config (preset name or YAML path)")
+        raise ConfigError(field, [], "give at least one config (preset name or YAML path)")
+    return configs
+
+
+def resolve_configs(sources: Sequence[str | Path | Mapping[str, Any]]) -> list[EvalConfig]:
+    """:func:`named_configs`, which must also share the model section.
+
+    One shared model section is what lets the runner load the weights once for every config.
+    """
+    configs = named_configs(sources)
     first = configs[0]
     for other in configs[1:]:
         if other.config.model != first.config.model:
