@@ -171,7 +171,7 @@ GENERATION_CASES = [
         p.model, config={"decode": {"mode": "static"}}).generate([1, 2], temperature=0.7), ConfigError,
          ("decode.mode: got 'static'", "greedy only")),
     Case("unknown decode kernel per call", lambda p: static_generate(p, [1, 2], 4, options={"kernel": "fastest"}),
-         ConfigError, ("decode.kernel: got 'fastest'", "'auto', 'sdpa', 'flash', 'split' or 'flex'")),
+         ConfigError, ("decode.kernel: got 'fastest'", "'auto', 'sdpa', 'flash', 'split', 'flex' or 'triton'")),
     Case("decode option not a field", lambda p: static_generate(p, [1, 2], 4, options={"kernels": "sdpa"}),
          ConfigError, ("decode.kernels",)),
 ]

@@ -165,7 +165,7 @@ class GenerationSection(ConfigModel):
         return value
 
 
-DecodeKernel = Literal["auto", "sdpa", "flash", "split", "flex"]
+DecodeKernel = Literal["auto", "sdpa", "flash", "split", "flex", "triton"]
 
 
 class DecodeSection(ConfigModel):
@@ -180,7 +180,8 @@ class DecodeSection(ConfigModel):
     mode: Literal["eager", "static"] = Field("eager", description="eager, or static (greedy; CUDA graph on GPUs).")
     kernel: DecodeKernel = Field(
         "auto", description="Static decode attention: auto, sdpa, flash (FlashAttention varlen), split (split-KV) or "
-        "flex (FlexAttention's decoding kernel; compiled decodes only)."
+        "flex (FlexAttention's decoding kernel; compiled decodes only) or triton (sliminfer's Triton flash-decoding "
+        "kernel; CUDA)."
     )
     graph: bool | None = Field(None, description="Replay the static step as a CUDA graph (null: on CUDA devices).")
     compile: bool | None = Field(None, description="torch.compile the static step (null: on CUDA devices).")

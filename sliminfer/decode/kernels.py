@@ -12,6 +12,9 @@ length; :data:`KERNELS` are its choices:
 - ``flex``: :func:`flex_decode_attention`, torch's FlexAttention with the buffer's additive mask as a
   score modification; compiled, it lowers to FlexAttention's own split-KV decoding kernel (one pass
   over K and V, the softmax fused), so it needs a compiled decode;
+- ``triton``: :func:`~sliminfer.decode.triton_attention.triton_decode_attention`, this project's Triton
+  flash-decoding kernel (one pass over K and V per chunk, all query heads of a KV group together, then a
+  log-sum-exp merge); CUDA with Triton, compiled or not;
 - ``auto``: ``split`` when compiled, else ``flash`` where available, else ``sdpa``.
 """
 
@@ -24,8 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from sliminfer.core.errors import ConfigError
+from sliminfer.decode.triton_attention import triton_decode_available
 
-KERNELS = ("auto", "sdpa", "flash", "split", "flex")
+KERNELS = ("auto", "sdpa", "flash", "split", "flex", "triton")
 CAPACITY_ALIGN = 256  # buffer capacities are multiples of this; also the chunk of the split kernel's reduction
 
 
@@ -36,6 +40,9 @@ def resolve_kernel(kernel: str, compiled: bool, device: torch.device, dtype: tor
     if kernel == "flash" and not flash_decode_available(device, dtype):
         raise ConfigError("decode.kernel", "flash", "needs CUDA, float16/bfloat16 and a torch whose FlashAttention "
                           "op takes seqused_k; use 'sdpa', 'split' or 'auto'")
+    if kernel == "triton" and not triton_decode_available(device):
+        raise ConfigError("decode.kernel", "triton", f"needs a CUDA device and Triton (this decode runs on {device}); "
+                          "use 'sdpa', 'split' or 'auto'")
     if kernel == "flex" and not compiled:
         raise ConfigError("decode.kernel", "flex", "needs a compiled decode (decode.compile: true, the default on "
                           "CUDA): uncompiled FlexAttention is a slow reference; use 'sdpa', 'split' or 'auto'")

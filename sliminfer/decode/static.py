@@ -41,6 +41,7 @@ from sliminfer.core.errors import ConfigError, InputError
 from sliminfer.decode import kernels
 from sliminfer.decode.compile_cache import compile_static
 from sliminfer.decode.kernels import CAPACITY_ALIGN, flash_attend, flex_decode_attention, split_attention
+from sliminfer.decode.triton_attention import triton_decode_attention
 from sliminfer.models.decode_parts import bind_decode_parts, fuse_projections
 
 if TYPE_CHECKING:
@@ -387,6 +388,8 @@ class StaticDecoder:
             return split_attention(q, keys, self.values[layer], self.bias[layer], self._scales[layer])
         if self.attention == "flex":
             return flex_decode_attention(q, keys, self.values[layer], self.bias[layer], self._scales[layer])
+        if self.attention == "triton":
+            return triton_decode_attention(q, keys, self.values[layer], self.bias[layer], self._scales[layer])
         # GQA without copying KV: the query heads of one KV group become that group's query rows
         q = q.reshape(1, keys.shape[1], -1, d)
         out = F.scaled_dot_product_attention(q, keys, self.values[layer], attn_mask=self.bias[layer],

@@ -107,9 +107,9 @@ class OffloadStaticDecoder(StaticDecoder):
     @staticmethod
     def kernel(options: DecodeSection) -> str:
         """The attention kernel for ``options`` (refused before any work where this decoder has none)."""
-        if options.kernel not in ("auto", "split", "sdpa", "flex"):
+        if options.kernel not in ("auto", "split", "sdpa", "flex", "triton"):
             raise ConfigError("decode.kernel", options.kernel, "the offload manager's static decode takes 'auto', "
-                              "'split', 'sdpa' or 'flex'")
+                              "'split', 'sdpa', 'flex' or 'triton'")
         return "split" if options.kernel == "auto" else options.kernel
 
     # hand-over -----------------------------------------------------------------------------------------
