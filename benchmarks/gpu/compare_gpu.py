@@ -4,7 +4,10 @@ Speed: the Llama-3.1-8B shape with random bf16 weights, TTFT at 32k and 128k, en
 256 greedy tokens, the static decode replayed as a CUDA graph, not compiled: compiling each row's
 decode step costs a minute or more per row) and prompt KV memory, against the stock variants.
 Accuracy: SmolLM2-135M-Instruct (real weights), 100 samples per (task, config) over 1k-8k tokens
-(4 lengths x 5 depths x 5), with 95 % bootstrap intervals. Rows: the recommended set below, those of
+(4 lengths x 5 depths x 5), with 95 % bootstrap intervals. The ten recommended rows do not fit one
+10-minute device call: run ``--accuracy-only`` first, then the same command without it and the same
+``--out`` (on the same warm machine, --out in an ignored folder): the second run reuses the accuracy
+records, adds the speed side and writes the one table. Rows: the recommended set below, those of
 them that exist as presets (a missing one is named and left out), or ``--rows``. Tasks: needle, then
 passkey, as many as the time budget holds (``--budget-min``, default 8); it refuses to start when not
 even one fits (a device call is killed at 10 minutes, and compare writes its files at the end), unless
@@ -34,10 +37,11 @@ from sliminfer.cli.main import main as sliminfer_main  # noqa: E402
 from sliminfer.core.config import preset_names  # noqa: E402
 
 #: unpruned; the SlimInfer paper schedule; its schedule scaled to SmolLM2's 8k context (prunes on the
-#: accuracy side too); the peers; sparse prefill attention; SlimInfer combined with sparse attention
+#: accuracy side too); the token-pruning peers; FlexPrefill and MInference alone (every layer, every token
+#: kept); SlimInfer with each of them on the layers that see the whole prompt
 RECOMMENDED = ("origin", "llama-3.1-8b", "smollm2-135m", "llama-3.1-8b-lazyllm", "llama-3.1-8b-gemfilter",
-               "llama-3.1-8b-fastkv", "llama-3.1-8b-flexprefill", "llama-3.1-8b-minference",
-               "llama-3.1-8b-sparse")
+               "llama-3.1-8b-fastkv", "llama-3.1-8b-flexprefill-only", "llama-3.1-8b-minference-only",
+               "llama-3.1-8b-flexprefill", "llama-3.1-8b-minference")
 LENGTHS = (32768, 131072)
 E2E_LENGTH = 32768
 NEW_TOKENS = 256
@@ -74,9 +78,15 @@ def speed_estimate_s(rows: int, runs: int, stock: tuple[str, ...] = STOCK) -> fl
     return ttft + stock_e2e + unpruned + max(rows - 1, 0) * pruned
 
 
-def accuracy_estimate_s(rows: int, tasks: int, samples: int) -> float:
+def accuracy_estimate_s(rows: int, tasks: int, samples: int, done: int = 0) -> float:
+    """The accuracy side, less ``done`` (row, sample) records that a re-run reuses."""
     cells = len(ACCURACY_LENGTHS) * len(DEPTHS)
-    return rows * tasks * math.ceil(samples / cells) * cells * SAMPLE_S
+    return max(rows * tasks * math.ceil(samples / cells) * cells - done, 0) * SAMPLE_S
+
+
+def records_done(out: Path) -> int:
+    """(row, sample) records already under ``out/accuracy``: a re-run with the same --out reuses them."""
+    return sum(sum(1 for line in f.open() if line.strip()) for f in (out / "accuracy").glob("*.jsonl"))
 
 
 def main() -> int:
@@ -90,6 +100,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--budget-min", type=float, default=8.0, help="minutes the run may take")
     parser.add_argument("--over-budget", action="store_true", help="run even when the estimate exceeds the budget")
+    parser.add_argument("--accuracy-only", action="store_true",
+                        help="only the accuracy side; a later run with the same --out reuses its records and adds "
+                             "the speed side (two device calls of one table)")
     parser.add_argument("--dry-run", action="store_true", help="print the command and the estimate only")
     args, extra = parser.parse_known_args()
     rows = args.rows or [r for r in RECOMMENDED if r in preset_names()]
@@ -98,22 +111,24 @@ def main() -> int:
         print(f"rows left out (no such preset here): {', '.join(missing)}")
     runs = args.repeats + args.warmup
     stock = tuple(m for m in args.stock.split(",") if m)
-    fixed = SETUP_S + speed_estimate_s(len(rows), runs, stock)
+    fixed = SETUP_S + (0.0 if args.accuracy_only else speed_estimate_s(len(rows), runs, stock))
+    done = records_done(args.out)
     tasks = list(args.tasks or [])
     if not tasks:  # as many as fit, in order
         for task in TASKS:
-            if fixed + accuracy_estimate_s(len(rows), len(tasks) + 1, args.samples) <= 60 * args.budget_min:
+            if fixed + accuracy_estimate_s(len(rows), len(tasks) + 1, args.samples, done) <= 60 * args.budget_min:
                 tasks.append(task)
-    estimate = fixed + accuracy_estimate_s(len(rows), max(len(tasks), 1), args.samples)
+    estimate = fixed + accuracy_estimate_s(len(rows), max(len(tasks), 1), args.samples, done)
     argv = ["-v", "compare", *rows, "decode.compile=false", "--shape", "llama-3.1-8b",
             "--lengths", ",".join(map(str, LENGTHS)), "--e2e-lengths", str(E2E_LENGTH),
             "--new-tokens", str(NEW_TOKENS), "--stock", args.stock, "--decode", "static", "--repeats", str(args.repeats),
             "--warmup", str(args.warmup), "--tasks", *(tasks or TASKS[:1]), "--samples", str(args.samples),
             "--accuracy-lengths", *map(str, ACCURACY_LENGTHS), "--depths", *map(str, DEPTHS),
-            "--out", str(args.out), *extra]
+            "--out", str(args.out), *(["--accuracy-only"] if args.accuracy_only else []), *extra]
     print(f"rows: {' '.join(rows)}\ntasks: {' '.join(tasks) or '(none fits)'}, {args.samples} samples per task "
           f"and row\nestimate: about {estimate / 60:.1f} min (speed {(fixed - SETUP_S) / 60:.1f}, accuracy "
-          f"{(estimate - fixed) / 60:.1f}, set-up {SETUP_S / 60:.1f}); budget {args.budget_min:g} min\n"
+          f"{(estimate - fixed) / 60:.1f}, {done} records reused, set-up {SETUP_S / 60:.1f}); budget "
+          f"{args.budget_min:g} min\n"
           f"command: sliminfer {' '.join(argv)}", flush=True)
     if not tasks or estimate > 60 * args.budget_min:
         print(f"over the budget of {args.budget_min:g} min: give fewer --rows, one task (--tasks needle), "
