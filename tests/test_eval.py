@@ -265,6 +265,17 @@ def test_resume_skips_finished_samples(tiny_runs, tmp_path, monkeypatch):
     assert all(r["same_answer"] == 1.0 for r in second if r["config"] == "origin")
 
 
+def test_report_only_evaluates_nothing(tiny_runs, tmp_path, monkeypatch):
+    configs, pipes = tiny_runs
+    run_task(PasskeyTask((400,), (0.5,)), configs, pipes, tmp_path, progress=False)
+    monkeypatch.setattr(PasskeyTask, "evaluate", lambda *a: pytest.fail("evaluated in a report-only run"))
+    wider = PasskeyTask((400,), (0.0, 0.5))  # a grid the runs only partly covered: what is there is reported
+    records = run_task(wider, configs, pipes, tmp_path, progress=False, evaluate=False)
+    assert sorted((r["config"], r["depth"]) for r in records) == [("origin", 0.5), ("pruned", 0.5)]
+    assert all("same_answer" in r for r in records)
+    assert len(read_records(tmp_path / "passkey.jsonl")) == 2
+
+
 def test_changed_config_or_task_settings_are_rerun(tiny_runs, tmp_path):
     configs, pipes = tiny_runs
     task = PasskeyTask((400,), (0.5,))
@@ -339,6 +350,9 @@ def test_cli_builds_tasks():
     task = make_task(args)
     assert task.name == "needle_multiquery_uuid" and task.lengths == (1024,) and not task.chat_template
     assert "--variant multiquery --values uuid" in command_line(args, task)
+    assert "--report-only" not in command_line(args, task)
+    args = build_parser().parse_args(["eval", "passkey", "--lengths", "1024", "--report-only"])
+    assert command_line(args, make_task(args)).endswith("--no-chat --report-only")
     args = build_parser().parse_args(["eval", "longbench"])
     with pytest.raises(InputError, match="--data"):
         make_task(args)

@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, help="LongBench <dataset>.jsonl")
     p.add_argument("--prompts", type=Path, help="LongBench dataset2prompt.json (for the paper's prompts)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--report-only", action="store_true",
+                   help="evaluate nothing: rewrite the report from the records already in --out for these samples "
+                        "and configs (e.g. after runs that covered different lengths or depths)")
     p.set_defaults(func=_run)
 
 
@@ -61,6 +64,8 @@ def command_line(args: argparse.Namespace, task: Task) -> str:
             parts += [flag, str(value)]
     if hasattr(task, "chat_template"):
         parts.append("--chat" if task.chat_template else "--no-chat")
+    if args.report_only:
+        parts.append("--report-only")
     return shlex.join(parts)
 
 
@@ -71,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     configs = resolve_configs(args.configs)  # fails on a bad config before any weight loads
     task = make_task(args)
     pipes = build_pipelines(configs)
-    records = run_task(task, configs, pipes, args.out, progress=not args.no_progress)
+    records = run_task(task, configs, pipes, args.out, progress=not args.no_progress, evaluate=not args.report_only)
     paths = write_report(task, records, configs, args.out, command_line(args, task))
     print(metric_table(task, task.metrics[0], records, [c.name for c in configs]))
     print("\nwrote " + ", ".join(str(p) for p in [args.out / f"{task.name}.jsonl", *paths]))

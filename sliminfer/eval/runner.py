@@ -100,11 +100,13 @@ def read_records(path: Path) -> list[Record]:
 
 
 def run_task(task: Task, configs: Sequence[EvalConfig], pipes: Sequence[SlimPipeline], out_dir: Path,
-             progress: bool = True) -> list[Record]:
+             progress: bool = True, evaluate: bool = True) -> list[Record]:
     """Evaluate every (sample, config) pair not already in ``out_dir/<task>.jsonl``.
 
     Returns the records of this run's samples and configs (old and new), with the fields the task
-    derives from the reference (first) config's record of the same sample.
+    derives from the reference (first) config's record of the same sample. With ``evaluate=False``
+    nothing is evaluated: the records already there for these samples and configs are returned (a
+    report over runs that covered different parts of the grid).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{task.name}.jsonl"
@@ -115,7 +117,8 @@ def run_task(task: Task, configs: Sequence[EvalConfig], pipes: Sequence[SlimPipe
     current = [r for r in records if r.get("task_digest") == task.digest]
     done = {(r["config"], r["config_digest"], r["sample_id"]) for r in current}
     samples = task.samples(pipes[0])
-    todo = [(s, c, p) for s in samples for c, p in zip(configs, pipes) if (c.name, c.digest, s.id) not in done]
+    todo = [(s, c, p) for s in samples for c, p in zip(configs, pipes)
+            if evaluate and (c.name, c.digest, s.id) not in done]
     with path.open("a", encoding="utf-8") as fh, tqdm(total=len(todo), desc=task.name, disable=not progress) as bar:
         for sample, config, pipe in todo:
             bar.set_postfix_str(f"{config.name} {sample.key}", refresh=False)
