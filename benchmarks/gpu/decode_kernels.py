@@ -11,6 +11,7 @@ share of a decode step (all 32 layers). Then, on a tiny float32 Llama on the GPU
 with each kernel must give the eager decode's greedy tokens (graph replay, compiled and not).
 
     python3 benchmarks/gpu/decode_kernels.py --out $OUT        # writes decode_kernels.json
+    TRITON_INTERPRET=1 python benchmarks/gpu/decode_kernels.py --smoke --out /tmp/dk   # CPU smoke run (fp32)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,7 +68,16 @@ def kernel_fn(name: str) -> Callable:
 
 
 def time_graph(fn: Callable, calls: int, repeats: int) -> float:
-    """Median µs per call of ``fn`` captured ``calls`` times in one CUDA graph."""
+    """Median µs per call of ``fn`` captured ``calls`` times in one CUDA graph (off CUDA: a plain loop)."""
+    if not torch.cuda.is_available():
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times.append((time.perf_counter() - start) * 1e6 / calls)
+        return statistics.median(times)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -89,8 +100,7 @@ def time_graph(fn: Callable, calls: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def kernel_table(prompt: int, calls: int, repeats: int) -> dict:
-    dev, dtype = torch.device("cuda"), torch.bfloat16
+def kernel_table(prompt: int, calls: int, repeats: int, dev: torch.device, dtype: torch.dtype) -> dict:
     gen = torch.Generator(device=dev).manual_seed(0)
     tokens = layer_tokens(prompt)
     groups: dict[int, int] = {}
@@ -108,7 +118,7 @@ def kernel_table(prompt: int, calls: int, repeats: int) -> dict:
         bias = torch.full((1, 1, 1, cap), float("-inf"), device=dev, dtype=dtype)
         bias[..., :used] = 0.0
         ref = sdpa_attention(q.float(), keys.float(), values.float(), bias.float(), scale).float()
-        kv_bytes = 2 * KV_HEADS * cap * HEAD_DIM * dtype.itemsize
+        kv_bytes = 2 * KV_HEADS * cap * HEAD_DIM * keys.element_size()
         for name, fn in fns.items():
             row = {"prompt_tokens_in_layer": n, "capacity": cap, "layers": count, "kernel": name}
             try:
@@ -123,22 +133,22 @@ def kernel_table(prompt: int, calls: int, repeats: int) -> dict:
                 step_us[name] = float("nan")
             rows.append(row)
             print(json.dumps(row), flush=True)
-    kv_step = sum(2 * KV_HEADS * (-(-(n + NEW_TOKENS - 1) // CAPACITY_ALIGN) * CAPACITY_ALIGN) * HEAD_DIM * 2
-                  for n in tokens)
+    kv_step = sum(2 * KV_HEADS * (-(-(n + NEW_TOKENS - 1) // CAPACITY_ALIGN) * CAPACITY_ALIGN) * HEAD_DIM
+                  * torch.finfo(dtype).bits // 8 for n in tokens)
     return {"prompt": prompt, "layer_tokens": tokens, "rows": rows, "attention_ms_per_step":
             {k: v / 1e3 for k, v in step_us.items()}, "kv_bytes_per_step": kv_step}
 
 
-def token_check() -> list[dict]:
-    """Tiny float32 Llama on the GPU: the static decode with each kernel against the eager decode."""
+def token_check(dev: torch.device) -> list[dict]:
+    """Tiny float32 Llama on ``dev``: the static decode with each kernel against the eager decode."""
     results = []
     ids = torch.randint(0, 256, (1, 301), generator=torch.Generator().manual_seed(5))
     for pruned in (False, True):
-        model = tiny_model("llama", seed=0).cuda()
+        model = tiny_model("llama", seed=0).to(dev)
         pipe = SlimPipeline.from_pretrained(model, config=PRUNED if pruned else {})
         eager = pipe.generate(ids, max_new_tokens=48).token_ids
         for kernel in ("triton", "split"):
-            for compiled in (False, True):
+            for compiled in ((False, True) if dev.type == "cuda" else (False,)):
                 row = {"pruned": pruned, "kernel": kernel, "compiled": compiled}
                 try:
                     fast = static_generate(pipe, ids, 48, options={"kernel": kernel, "compile": compiled})
@@ -157,10 +167,20 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", default=os.environ.get("OUT", "out"))
+    parser.add_argument("--smoke", action="store_true", help="CPU, float32, a 1k prompt: checks the script, not "
+                        "speed (the triton rows need TRITON_INTERPRET=1)")
     args = parser.parse_args()
-    record = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
-    record["tokens"] = token_check()
-    record["kernels"] = kernel_table(args.prompt, args.calls, args.repeats)
+    if args.smoke:
+        import sliminfer.decode.kernels as kernels
+
+        kernels.triton_decode_available = lambda device: True  # the interpreter
+        dev, dtype, args.prompt, args.calls, args.repeats = torch.device("cpu"), torch.float32, 1024, 1, 1
+    else:
+        dev, dtype = torch.device("cuda"), torch.bfloat16
+    name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu (smoke)"
+    record = {"device": name, "torch": torch.__version__}
+    record["kernels"] = kernel_table(args.prompt, args.calls, args.repeats, dev, dtype)
+    record["tokens"] = token_check(dev)
     print(f"\ndecode attention, 8B shape, paper schedule, {args.prompt} prompt (+{NEW_TOKENS // 2} generated), "
           f"{record['device']}; K+V per step {record['kernels']['kv_bytes_per_step'] / 1e9:.2f} GB")
     print(f"{'kernel':8} {'attention ms/step':>18} {'GB/s':>8}")
