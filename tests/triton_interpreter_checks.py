@@ -9,21 +9,16 @@ per check; any failure raises.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 import sliminfer.decode.kernels as kernels
 from sliminfer import SlimPipeline
+from sliminfer.decode.kernels import sdpa_decode_attention
 from sliminfer.decode.run import static_generate
 from sliminfer.decode.triton_attention import split_plan, triton_decode_attention
 from sliminfer.testing.tiny_models import tiny_model
 
 PRUNED = {"pruning": {"scorer": {"name": "token_unit", "block_size": 16, "unit_size": 4, "window": 4},
                       "schedule": {"name": "fixed", "layers": [1, 3], "budgets": [160, 64]}}}
-
-
-def masked_sdpa(q, keys, values, bias, scale):
-    qg = q.reshape(1, keys.shape[1], -1, q.shape[-1])
-    return F.scaled_dot_product_attention(qg, keys, values, attn_mask=bias, scale=scale).reshape(1, 1, -1)
 
 
 def kernel_checks() -> None:
@@ -43,7 +38,7 @@ def kernel_checks() -> None:
             bias[..., h] = float("-inf")
         scale = d**-0.5
         got = triton_decode_attention(q, keys, values, bias, scale)
-        want = masked_sdpa(q, keys, values, bias, scale)
+        want = sdpa_decode_attention(q, keys, values, bias, scale)
         err = (got - want).abs().max().item()
         splits, chunk = split_plan(cap, kv_heads, 4 * kv_heads)
         assert got.shape == (1, 1, q_heads * d), got.shape

@@ -26,14 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from sliminfer import SlimPipeline  # noqa: E402
-from sliminfer.decode.kernels import CAPACITY_ALIGN, flex_decode_attention, split_attention  # noqa: E402
+from sliminfer.decode.kernels import CAPACITY_ALIGN, MASKED_KERNELS, sdpa_decode_attention  # noqa: E402
 from sliminfer.decode.run import static_generate  # noqa: E402
-from sliminfer.decode.triton_attention import triton_decode_attention  # noqa: E402
 from sliminfer.testing.tiny_models import tiny_model  # noqa: E402
 
 Q_HEADS, KV_HEADS, HEAD_DIM, LAYERS = 32, 8, 128, 32
@@ -54,17 +52,10 @@ def layer_tokens(prompt: int) -> list[int]:
     return tokens
 
 
-def sdpa_attention(q, keys, values, bias, scale):
-    qg = q.reshape(1, keys.shape[1], -1, q.shape[-1])
-    return F.scaled_dot_product_attention(qg, keys, values, attn_mask=bias, scale=scale).reshape(1, 1, -1)
-
-
 def kernel_fn(name: str) -> Callable:
-    if name == "split":
-        return torch.compile(split_attention, fullgraph=True, dynamic=False)
-    if name == "flex":
-        return torch.compile(flex_decode_attention, fullgraph=True, dynamic=False)
-    return {"sdpa": sdpa_attention, "triton": triton_decode_attention}[name]
+    """The kernel as the decoder runs it: ``split`` and ``flex`` inside a compiled step, the others as they are."""
+    fn = MASKED_KERNELS[name]
+    return torch.compile(fn, fullgraph=True, dynamic=False) if name in ("split", "flex") else fn
 
 
 def time_graph(fn: Callable, calls: int, repeats: int) -> float:
@@ -117,7 +108,7 @@ def kernel_table(prompt: int, calls: int, repeats: int, dev: torch.device, dtype
         values = torch.randn(1, KV_HEADS, cap, HEAD_DIM, device=dev, dtype=dtype, generator=gen)
         bias = torch.full((1, 1, 1, cap), float("-inf"), device=dev, dtype=dtype)
         bias[..., :used] = 0.0
-        ref = sdpa_attention(q.float(), keys.float(), values.float(), bias.float(), scale).float()
+        ref = sdpa_decode_attention(q.float(), keys.float(), values.float(), bias.float(), scale).float()
         kv_bytes = 2 * KV_HEADS * cap * HEAD_DIM * keys.element_size()
         for name, fn in fns.items():
             row = {"prompt_tokens_in_layer": n, "capacity": cap, "layers": count, "kernel": name}

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from sliminfer.core.errors import ConfigError
-from sliminfer.decode.triton_attention import triton_decode_available
+from sliminfer.decode.triton_attention import triton_decode_attention, triton_decode_available
 
 KERNELS = ("auto", "sdpa", "flash", "split", "flex", "triton")
 CAPACITY_ALIGN = 256  # buffer capacities are multiples of this; also the chunk of the split kernel's reduction
@@ -138,6 +138,20 @@ def flex_decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Ten
 
     out = flex_attention(q, keys, values, score_mod=add_bias, scale=scale, enable_gqa=True)
     return out.transpose(1, 2).reshape(1, 1, -1)
+
+
+def sdpa_decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor,
+                          scale: float) -> torch.Tensor:
+    """Decode attention of one query token ``[1, q_heads, 1, d]`` over a buffer ``[1, kv_heads, capacity, d]`` with
+    ``scaled_dot_product_attention`` and the additive mask ``bias``; ``[1, 1, q_heads * d]``. GQA without copying
+    KV: the query heads of one KV group become that group's query rows."""
+    qg = q.reshape(1, keys.shape[1], -1, q.shape[-1])
+    return F.scaled_dot_product_attention(qg, keys, values, attn_mask=bias, scale=scale).reshape(1, 1, -1)
+
+
+#: the kernels that take ``(q, keys, values, bias, scale)`` over ``[1, kv_heads, capacity, d]`` buffers, by name
+MASKED_KERNELS = {"sdpa": sdpa_decode_attention, "split": split_attention, "flex": flex_decode_attention,
+                  "triton": triton_decode_attention}
 
 
 def decode_attention_kernels(device: torch.device) -> contextlib.AbstractContextManager[None]:

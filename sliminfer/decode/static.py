@@ -34,14 +34,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from sliminfer.core.config import DecodeSection
 from sliminfer.core.errors import ConfigError, InputError
 from sliminfer.decode import kernels
 from sliminfer.decode.compile_cache import compile_static
-from sliminfer.decode.kernels import CAPACITY_ALIGN, flash_attend, flex_decode_attention, split_attention
-from sliminfer.decode.triton_attention import triton_decode_attention
+from sliminfer.decode.kernels import CAPACITY_ALIGN, MASKED_KERNELS, flash_attend
 from sliminfer.models.decode_parts import bind_decode_parts, fuse_projections
 
 if TYPE_CHECKING:
@@ -383,18 +381,8 @@ class StaticDecoder:
                                 self._cu_q, self._cu_k[layer], used[layer : layer + 1], self._scales[layer])
             return out.reshape(1, 1, -1)
         self.bias[layer].index_fill_(-1, slot, 0.0)
-        keys = self.keys[layer]
-        if self.attention == "split":
-            return split_attention(q, keys, self.values[layer], self.bias[layer], self._scales[layer])
-        if self.attention == "flex":
-            return flex_decode_attention(q, keys, self.values[layer], self.bias[layer], self._scales[layer])
-        if self.attention == "triton":
-            return triton_decode_attention(q, keys, self.values[layer], self.bias[layer], self._scales[layer])
-        # GQA without copying KV: the query heads of one KV group become that group's query rows
-        q = q.reshape(1, keys.shape[1], -1, d)
-        out = F.scaled_dot_product_attention(q, keys, self.values[layer], attn_mask=self.bias[layer],
-                                             scale=self._scales[layer])
-        return out.reshape(1, 1, -1)
+        return MASKED_KERNELS[self.attention](q, self.keys[layer], self.values[layer], self.bias[layer],
+                                              self._scales[layer])
 
     def kv_bytes(self) -> int:
         """Bytes of the static KV buffers (capacity, not use)."""
