@@ -98,7 +98,7 @@ def kernel_table(prompt: int, calls: int, repeats: int, dev: torch.device, dtype
     for n in tokens:
         groups[n] = groups.get(n, 0) + 1
     fns = {name: kernel_fn(name) for name in KERNELS}
-    rows, step_us = [], {name: 0.0 for name in KERNELS}
+    rows, step_us, kv_step = [], {name: 0.0 for name in KERNELS}, 0
     scale = HEAD_DIM**-0.5
     for n, count in groups.items():
         cap = -(-(n + NEW_TOKENS - 1) // CAPACITY_ALIGN) * CAPACITY_ALIGN
@@ -110,6 +110,7 @@ def kernel_table(prompt: int, calls: int, repeats: int, dev: torch.device, dtype
         bias[..., :used] = 0.0
         ref = sdpa_decode_attention(q.float(), keys.float(), values.float(), bias.float(), scale).float()
         kv_bytes = 2 * KV_HEADS * cap * HEAD_DIM * keys.element_size()
+        kv_step += kv_bytes * count
         for name, fn in fns.items():
             row = {"prompt_tokens_in_layer": n, "capacity": cap, "layers": count, "kernel": name}
             try:
@@ -124,8 +125,6 @@ def kernel_table(prompt: int, calls: int, repeats: int, dev: torch.device, dtype
                 step_us[name] = float("nan")
             rows.append(row)
             print(json.dumps(row), flush=True)
-    kv_step = sum(2 * KV_HEADS * (-(-(n + NEW_TOKENS - 1) // CAPACITY_ALIGN) * CAPACITY_ALIGN) * HEAD_DIM
-                  * torch.finfo(dtype).bits // 8 for n in tokens)
     return {"prompt": prompt, "layer_tokens": tokens, "rows": rows, "attention_ms_per_step":
             {k: v / 1e3 for k, v in step_us.items()}, "kv_bytes_per_step": kv_step}
 

@@ -125,22 +125,26 @@ def _multiprocessors(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+def _ceil_div(n: int, d: int) -> int:
+    return -(-n // d)
+
+
 def split_plan(capacity: int, kv_heads: int, programs: int) -> tuple[int, int]:
     """``(chunks per KV head, tokens per chunk)``: about ``programs`` programs in all, at most
     :data:`MAX_SPLITS` chunks, each a multiple of :data:`CHUNK_ALIGN` tokens, together covering ``capacity``."""
-    wanted = max(1, min(MAX_SPLITS, -(-programs // kv_heads)))
-    chunk = -(-(-(-capacity // wanted)) // CHUNK_ALIGN) * CHUNK_ALIGN
-    return -(-capacity // chunk), chunk
+    wanted = max(1, min(MAX_SPLITS, _ceil_div(programs, kv_heads)))
+    chunk = _ceil_div(_ceil_div(capacity, wanted), CHUNK_ALIGN) * CHUNK_ALIGN
+    return _ceil_div(capacity, chunk), chunk
 
 
 def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def _launch(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor, scale: float,
-            tuned: bool) -> torch.Tensor:
+def _launch(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
     """``q`` ``[q_heads, d]``, ``keys``/``values`` ``[kv_heads, capacity, d]`` (rows contiguous), ``bias``
-    ``[capacity]``: the attention output ``[q_heads, d]`` in the dtype of ``values``."""
+    ``[capacity]``: the attention output ``[q_heads, d]`` in the dtype of ``values``. Autotuned on CUDA; the
+    interpreter (CPU tensors) runs one fixed tile size."""
     q_heads, d = q.shape
     kv_heads, cap, _ = keys.shape
     group = q_heads // kv_heads
@@ -156,7 +160,7 @@ def _launch(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: tor
                 CHUNK=chunk, IEEE=keys.dtype == torch.float32)
     args = (q, keys, values, bias, acc, m, l_sum, scale, cap, n_splits, q.stride(0), keys.stride(0),
             keys.stride(1), values.stride(0), values.stride(1))
-    if tuned:
+    if keys.is_cuda:
         _partial_tuned[(kv_heads, n_splits)](*args, **meta)
     else:
         _partial_kernel[(kv_heads, n_splits)](*args, BLOCK_N=DEFAULT_BLOCK_N, **meta)
@@ -169,7 +173,7 @@ def _launch(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: tor
 @torch.library.custom_op("sliminfer::triton_decode_attention", mutates_args=())
 def _decode_attention_op(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor,
                          scale: float) -> torch.Tensor:
-    return _launch(q, keys, values, bias, scale, tuned=keys.is_cuda)
+    return _launch(q, keys, values, bias, scale)
 
 
 @_decode_attention_op.register_fake

@@ -41,6 +41,7 @@ from sliminfer.core.config import DecodeSection
 from sliminfer.core.errors import ConfigError, InputError
 from sliminfer.core.timing import now
 from sliminfer.decode.compile_cache import compile_static
+from sliminfer.decode.kernels import MASKED_KERNELS
 from sliminfer.decode.run import StaticOutcome, StaticRun
 from sliminfer.decode.static import StaticDecoder
 
@@ -107,9 +108,9 @@ class OffloadStaticDecoder(StaticDecoder):
     @staticmethod
     def kernel(options: DecodeSection) -> str:
         """The attention kernel for ``options`` (refused before any work where this decoder has none)."""
-        if options.kernel not in ("auto", "split", "sdpa", "flex", "triton"):
+        if options.kernel != "auto" and options.kernel not in MASKED_KERNELS:  # flash needs its own layout
             raise ConfigError("decode.kernel", options.kernel, "the offload manager's static decode takes 'auto', "
-                              "'split', 'sdpa', 'flex' or 'triton'")
+                              + ", ".join(f"'{k}'" for k in MASKED_KERNELS))
         return "split" if options.kernel == "auto" else options.kernel
 
     # hand-over -----------------------------------------------------------------------------------------
