@@ -181,7 +181,7 @@ class DecodeSection(ConfigModel):
     kernel: DecodeKernel = Field(
         "auto", description="Static decode attention: auto, sdpa, flash (FlashAttention varlen), split (split-KV) or "
         "flex (FlexAttention's decoding kernel; compiled decodes only) or triton (sliminfer's Triton flash-decoding "
-        "kernel; CUDA)."
+        "kernel; CUDA). auto: triton when compiled on CUDA (split without Triton), else flash or sdpa."
     )
     graph: bool | None = Field(None, description="Replay the static step as a CUDA graph (null: on CUDA devices).")
     compile: bool | None = Field(None, description="torch.compile the static step (null: on CUDA devices).")

@@ -125,7 +125,7 @@ class StaticDecoder:
         self.max_new_tokens = max_new_tokens
         self.capacities = [_round_up(max(int(c), 1), CAPACITY_ALIGN) for c in capacities]
         cuda = self.device.type == "cuda"
-        # measured on an H100 (benchmarks/results): split + compile is the fastest decode
+        # measured on an H100 (benchmarks/results): compiled, with the Triton (else split-KV) kernel, is the fastest
         compile = cuda if options.compile is None else options.compile
         self.attention = kernels.resolve_kernel(options.kernel, compile, self.device, dtype)
         self.use_graph = cuda if options.graph is None else options.graph

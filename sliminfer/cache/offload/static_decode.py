@@ -107,7 +107,10 @@ class OffloadStaticDecoder(StaticDecoder):
 
     @staticmethod
     def kernel(options: DecodeSection) -> str:
-        """The attention kernel for ``options`` (refused before any work where this decoder has none)."""
+        """The attention kernel for ``options`` (refused before any work where this decoder has none).
+
+        ``auto`` is ``split`` here, not the GPU-resident decode's ``triton``: the offload decode has not been
+        timed with the Triton kernel yet (``decode.kernel: triton`` runs it)."""
         if options.kernel != "auto" and options.kernel not in MASKED_KERNELS:  # flash needs its own layout
             raise ConfigError("decode.kernel", options.kernel, "the offload manager's static decode takes 'auto', "
                               + ", ".join(f"'{k}'" for k in MASKED_KERNELS))
