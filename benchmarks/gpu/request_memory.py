@@ -38,6 +38,7 @@ VARIANTS: dict[str, dict[str, Any]] = {  # config sections beside the paper's pr
     "offload_no_swaps": {"cache": {**OFFLOAD, "gamma": 0.0}},  # the first active sets stay
     "offload_fuse_all": {"cache": OFFLOAD, "decode": {"fuse": True}},  # q/k/v and gate/up copies
     "offload_unfused": {"cache": OFFLOAD, "decode": {"fuse": False}},  # no fused weight copies
+    "offload_triton": {"cache": OFFLOAD, "decode": {"kernel": "triton"}},  # auto is split for offload, triton here
 }
 
 
