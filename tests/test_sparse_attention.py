@@ -32,8 +32,13 @@ from sliminfer.strategies.sparse_attention.blocks import (
 from sliminfer.strategies.sparse_attention.estimate import (
     FlexPrefillEstimate,
     MInferenceEstimate,
+    block_means,
+    cover_count,
+    cover_mask,
     diagonal_sums,
+    last_query_sums,
     pool_distances,
+    top_k_mask,
 )
 from sliminfer.strategies.sparse_attention.kernel import (
     block_sparse_attention,
@@ -173,6 +178,44 @@ def test_diagonal_sums_and_distance_pooling_by_hand() -> None:
         if r and d + 1 < 4:
             pooled[d + 1] += values[offset] * r / 4
     assert (pool_distances(values, 4) - pooled).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("n,last", [(77, 16), (40, 64)])
+def test_last_query_sums_by_hand_and_in_chunks(monkeypatch, n: int, last: int) -> None:
+    """Each query head attends with its group's key head (4 query heads, 2 key heads), the last queries
+    causal among themselves; the same with one key head per chunk (the memory bound) as with all at once."""
+    g = torch.Generator().manual_seed(3)
+    query, key = torch.randn(2, 4, n, 8, generator=g), torch.randn(2, 2, n, 8, generator=g)
+    m = min(last, n)
+    vertical, slash = torch.zeros(2, 4, n), torch.zeros(2, 4, n)
+    for h in range(4):
+        scores = query[:, h, n - m :] @ key[:, h // 2].transpose(-1, -2) * 0.3
+        position = torch.arange(n - m, n)[:, None]
+        attention = scores.masked_fill(torch.arange(n)[None, :] > position, float("-inf")).softmax(-1)
+        vertical[:, h] = attention.sum(-2)
+        for i in range(m):
+            for j in range(n - m + i + 1):
+                slash[:, h, n - m + i - j] += attention[:, i, j]
+    got = last_query_sums(query, key, last, 0.3)
+    assert (got[0] - vertical).abs().max() <= 1e-5 and (got[1] - slash).abs().max() <= 1e-5
+    monkeypatch.setattr("sliminfer.strategies.sparse_attention.estimate.SCORE_CHUNK_BYTES", 1)
+    chunked = last_query_sums(query, key, last, 0.3)
+    assert torch.equal(chunked[0], got[0]) and torch.equal(chunked[1], got[1])
+
+
+@pytest.mark.parametrize("n", [64, 70, 5])
+def test_block_means_are_the_means_of_each_block(n: int) -> None:
+    x = torch.randn(1, 3, n, 4, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16)
+    expected = torch.stack([x[:, :, i : i + 16].float().mean(-2) for i in range(0, n, 16)], dim=2)
+    got = block_means(x, 16)
+    assert got.dtype == torch.float32 and (got - expected).abs().max() <= 1e-6
+
+
+def test_cover_mask_is_the_top_cover_count_entries() -> None:
+    values = torch.rand(3, 50, generator=torch.Generator().manual_seed(5))
+    for gamma in (0.3, 0.9, 1.0):
+        assert torch.equal(cover_mask(values, gamma), top_k_mask(values, cover_count(values, gamma)))
+        assert torch.equal(cover_mask(values, gamma).sum(-1), cover_count(values, gamma))
 
 
 def planted_column(n: int = 1024, column: int = 700, d: int = 32) -> tuple[torch.Tensor, torch.Tensor]:

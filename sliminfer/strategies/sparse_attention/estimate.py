@@ -61,29 +61,39 @@ def diagonal_sums(attention: torch.Tensor) -> torch.Tensor:
     return skewed.sum(-2)[..., 1:].flip(-1)
 
 
+#: the largest float32 score temporary of :func:`last_query_sums` (its softmax and skewed copy are as large)
+SCORE_CHUNK_BYTES = 512 * 2**20
+
+
 def last_query_sums(
     query: torch.Tensor, key: torch.Tensor, last: int, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The softmax attention (fp32, causal among them) of the last ``last`` queries over all keys, summed
     per key and per diagonal offset: ``(vertical, slash)``, each ``[batch, q_heads, n]`` fp32.
 
-    One key head's group of query heads at a time, so the ``[group, last, n]`` scores are the largest
-    temporary (a query head uses its group's key head, as the attention does).
+    A key head's group of query heads is one ``[group x last, d]`` matrix, so the scores of several key
+    heads are one batched matmul with no broadcast copy of the keys; as many key heads at a time as keep
+    the scores within :data:`SCORE_CHUNK_BYTES` (all of them at 32k for an 8B model: a handful of kernel
+    launches instead of a loop per key head, which left the GPU waiting on the host).
     """
-    b, heads, n, _ = query.shape
-    group = heads // key.shape[1]
+    b, heads, n, d = query.shape
+    kv_heads = key.shape[1]
+    group = heads // kv_heads
     m = min(last, n)
     future = torch.ones(m, m, dtype=torch.bool, device=query.device).triu(1)  # among the last m: key after query
-    vertical = torch.empty(b, heads, n, dtype=torch.float32, device=query.device)
+    queries = query[:, :, n - m :].reshape(b, kv_heads, group * m, d)
+    vertical = torch.empty(b, kv_heads, group, n, dtype=torch.float32, device=query.device)
     slash = torch.empty_like(vertical)
-    for kv in range(key.shape[1]):
-        heads_of = slice(kv * group, (kv + 1) * group)
-        scores = (query[:, heads_of, n - m :] @ key[:, kv : kv + 1].transpose(-1, -2)).float() * scale
+    step = max(1, min(kv_heads, SCORE_CHUNK_BYTES // (b * group * m * n * 4)))
+    for first in range(0, kv_heads, step):
+        heads_of = slice(first, first + step)
+        scores = (queries[:, heads_of] @ key[:, heads_of].transpose(-1, -2)).float().mul_(scale)
+        scores = scores.view(b, -1, group, m, n)
         scores[..., n - m :].masked_fill_(future, float("-inf"))
         attention = scores.softmax(dim=-1)
         vertical[:, heads_of] = attention.sum(-2)
         slash[:, heads_of] = diagonal_sums(attention)
-    return vertical, slash
+    return vertical.view(b, heads, n), slash.view(b, heads, n)
 
 
 # from tokens to blocks -----------------------------------------------------------------------------
@@ -138,22 +148,31 @@ def vertical_slash_grid(columns: torch.Tensor, diagonals: torch.Tensor) -> torch
 
 
 # ranking rules -------------------------------------------------------------------------------------
-def top_k_mask(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """``[..., n]`` booleans, True at the ``counts[...]`` highest of ``scores`` (a count per row)."""
-    order = scores.argsort(dim=-1, descending=True)
+def top_k_mask(scores: torch.Tensor, counts: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
+    """``[..., n]`` booleans, True at the ``counts[...]`` highest of ``scores`` (a count per row); ``order``:
+    ``scores``' descending order when the caller has it already."""
+    if order is None:
+        order = scores.argsort(dim=-1, descending=True)
     ranks_kept = torch.arange(scores.shape[-1], device=scores.device) < counts[..., None]
     return torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, order, ranks_kept)
 
 
-def cover_count(values: torch.Tensor, gamma: float) -> torch.Tensor:
+def cover_count(values: torch.Tensor, gamma: float, ranked: torch.Tensor | None = None) -> torch.Tensor:
     """Per row of ``values`` ``[..., n]`` (non-negative), the fewest entries, highest first, whose sum
     reaches ``gamma`` of the row's total (FlexPrefill's cumulative-attention rule): ``[...]`` long.
-    ``gamma`` 1 is every entry, so that rounding in the running sum cannot drop the smallest ones."""
+    ``gamma`` 1 is every entry, so that rounding in the running sum cannot drop the smallest ones.
+    ``ranked``: ``values`` sorted descending, when the caller has it already."""
     n = values.shape[-1]
     if gamma >= 1:
         return torch.full(values.shape[:-1], n, dtype=torch.long, device=values.device)
-    running = values.sort(dim=-1, descending=True).values.cumsum(-1)
+    running = (values.sort(dim=-1, descending=True).values if ranked is None else ranked).cumsum(-1)
     return ((running < gamma * running[..., -1:]).sum(-1) + 1).clamp(max=n)
+
+
+def cover_mask(values: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``[..., n]`` booleans, True at the :func:`cover_count` highest of ``values``, from one sort."""
+    ranked, order = values.sort(dim=-1, descending=True)
+    return top_k_mask(values, cover_count(values, gamma, ranked), order)
 
 
 def top_density(scores: torch.Tensor, density: float) -> torch.Tensor:
@@ -208,15 +227,16 @@ class MInferenceEstimate:
 
 # FlexPrefill -------------------------------------------------------------------------------------------
 def block_means(x: torch.Tensor, block_size: int) -> torch.Tensor:
-    """``[b, h, n, d]`` -> ``[b, h, blocks, d]``, the mean of each block's tokens (a partial last block's
-    over the tokens it has)."""
+    """``[b, h, n, d]`` -> ``[b, h, blocks, d]`` fp32, the mean of each block's tokens (a partial last block's
+    over the tokens it has). Summed in fp32 from views of ``x``: no fp32 or padded copy of it."""
     b, h, n, d = x.shape
-    blocks = num_blocks(n, block_size)
-    padded = torch.nn.functional.pad(x.float(), (0, 0, 0, blocks * block_size - n))
-    sums = padded.view(b, h, blocks, block_size, d).sum(-2)
-    sizes = torch.full((blocks,), block_size, dtype=torch.float32, device=x.device)
-    sizes[-1] = n - (blocks - 1) * block_size
-    return sums / sizes[:, None]
+    full = n // block_size
+    sums = x[:, :, : full * block_size].reshape(b, h, full, block_size, d).sum(-2, dtype=torch.float32)
+    means = sums / block_size
+    if n > full * block_size:  # the partial last block
+        tail = x[:, :, full * block_size :].sum(-2, keepdim=True, dtype=torch.float32) / (n - full * block_size)
+        means = torch.cat([means, tail], dim=2)
+    return means
 
 
 def sqrt_js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -279,8 +299,7 @@ class FlexPrefillEstimate:
         diagonals[..., 0] = float("inf")
         grid = vertical_slash_grid(top_k_mask(columns, budget(self.vertical)),
                                    top_k_mask(diagonals, budget(self.slash)))
-        flat = self.pooled.flatten(-2)
-        pooled = top_k_mask(flat, cover_count(flat, gamma)).view_as(self.pooled)
+        pooled = cover_mask(self.pooled.flatten(-2), gamma).view_as(self.pooled)
         return grid | (pooled & self.query_aware[..., None, None])
 
     def scores(self) -> torch.Tensor:
@@ -297,6 +316,7 @@ __all__ = [
     "MInferenceEstimate",
     "column_blocks",
     "cover_count",
+    "cover_mask",
     "diagonal_sums",
     "last_query_sums",
     "offset_distances",
