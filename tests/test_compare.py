@@ -8,6 +8,7 @@ import json
 import math
 import random
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +149,18 @@ def test_gpu_script_refuses_a_run_over_its_budget(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["compare_gpu.py", "--dry-run", "--rows", *[f"r{i}" for i in range(12)]])
     assert script.main() == 2
     assert "over the budget of 8 min" in capsys.readouterr().out
+
+
+def test_best_stock_ttft_falls_back_to_the_end_to_end_runs():
+    """A run that timed only ``stock_static`` (the H100 comparison of 2026-12-07) still has a stock TTFT
+    baseline: the one-token generate its end-to-end run measured; a timed stock prefill wins when present."""
+    from sliminfer.compare.table import best_stock_ttft
+
+    record = json.loads((Path(__file__).parents[1] / "eval/results/compare-gpu/compare.json").read_text())
+    point = {p["prompt_tokens"]: p for p in record["speed"]["stock"]}[32768]
+    name, measured = best_stock_ttft(point)
+    assert name == "stock_static" and measured["median_s"] == point["e2e"][0]["stock_static"]["ttft_s"]
+    timed = {**point, "ttft": {"stock": {"status": "ok", "median_s": 1.25}, "best_stock": "stock"}}
+    assert best_stock_ttft(timed) == ("stock", {"status": "ok", "median_s": 1.25})
+    assert best_stock_ttft({"ttft": {}, "e2e": []}) == (None, None)
+    assert best_stock_ttft(None) == (None, None)
