@@ -14,7 +14,7 @@ from typing import Any
 
 from sliminfer.bench.grid import DECODERS
 from sliminfer.bench.measure import all_ok, ratio
-from sliminfer.bench.stock import STOCK_MODES, best_measurement
+from sliminfer.bench.stock import best_measurement, best_stock
 from sliminfer.compare.rows import is_unpruned
 from sliminfer.eval.runner import EvalConfig
 
@@ -44,12 +44,10 @@ def best_stock_ttft(stock: Mapping[str, Any] | None) -> tuple[str | None, Measur
     if best is not None:
         return stock["ttft"]["best_stock"], best
     e2e = stock["e2e"][0] if stock.get("e2e") else {}
-    timed = {m: {"status": "ok", "median_s": e2e[m]["ttft_s"]} for m in STOCK_MODES
-             if isinstance(e2e.get(m), Mapping) and all_ok(e2e[m]) and e2e[m].get("ttft_s") is not None}
-    if not timed:
-        return None, None
-    name = min(timed, key=lambda m: timed[m]["median_s"])
-    return name, timed[name]
+    timed = {m: {"status": "ok", "median_s": r["ttft_s"]} for m, r in e2e.items()
+             if isinstance(r, Mapping) and all_ok(r) and r.get("ttft_s") is not None}
+    name = best_stock(timed)  # the bench's rule: the lowest median among the stock variants
+    return (name, timed[name]) if name else (None, None)
 
 
 def _length_summary(point: Mapping[str, Any], stock: Mapping[str, Any] | None,
