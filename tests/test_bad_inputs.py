@@ -791,9 +791,13 @@ def test_concurrent_first_use_waits_for_the_lock_holder(
 
 
 _INTERRUPTIBLE = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
 from sliminfer.assets import default_model
+
+# Ctrl-C as a terminal delivers it: a test run started in the background (``make test &``) hands its
+# children SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def slow_convert(gguf, out, bar):
     (out / "model.safetensors").write_bytes(b"half written")
