@@ -46,6 +46,7 @@ from sliminfer.core.config import SlimConfig
 from sliminfer.core.loading import resolve_device, resolve_dtype
 from sliminfer.strategies.sparse_attention.blocks import BlockSelection
 from sliminfer.strategies.sparse_attention.kernel import (
+    FLEX_KERNEL_OPTIONS,
     block_sparse_attention,
     flex_block_mask,
     flex_block_sparse_attention,
@@ -110,8 +111,42 @@ def dense_sdpa(meter: Meter, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     return meter.measure(lambda: F.scaled_dot_product_attention(q, k_all, v_all, is_causal=True, scale=scale))
 
 
+#: FlexAttention kernel options tried at the sweep density, beside the shipped FLEX_KERNEL_OPTIONS: torch's
+#: own defaults, Hopper's TMA loads, and tile shapes other than the autotuned default (each compiles anew)
+OPTION_SWEEP: tuple[dict[str, Any], ...] = (
+    {},
+    {**FLEX_KERNEL_OPTIONS, "USE_TMA": True},
+    {**FLEX_KERNEL_OPTIONS, "BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3},
+    {**FLEX_KERNEL_OPTIONS, "BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2},
+    {**FLEX_KERNEL_OPTIONS, "USE_TMA": True, "BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3},
+)
+
+
+def option_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, selection: BlockSelection, scale: float,
+                flops: float, meter: Meter, budget: Budget, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The kernel at one selection under each of :data:`OPTION_SWEEP`: ms, TFLOP/s and the largest
+    difference from the shipped options' output (a set that fails to compile is recorded as failed)."""
+    block_mask = flex_block_mask(selection)
+    shipped = flex_block_sparse_attention(q, k, v, selection, scale, block_mask=block_mask)
+    rows = []
+    for options in OPTION_SWEEP:
+        log(f"    kernel options {options}")
+        try:
+            gap = float((flex_block_sparse_attention(q, k, v, selection, scale, block_mask, options).float()
+                         - shipped.float()).abs().max())
+        except Exception as error:  # an option set this torch or GPU rejects: recorded, the sweep goes on
+            rows.append({"options": options, "status": "failed", "error": f"{type(error).__name__}: {error}"[:500]})
+            continue
+        m = budget.run(lambda o=options: meter.measure(
+            lambda: flex_block_sparse_attention(q, k, v, selection, scale, block_mask, o)))
+        rows.append({"options": options, **m, "ms": ms(m), "tflops": tflops(flops, m),
+                     "max_abs_diff_vs_shipped": gap})
+    return rows
+
+
 def kernel_rows(n: int, hf: Any, device: torch.device, dtype: torch.dtype, densities: list[float],
-                meter: Meter, budget: Budget, log: Callable[[str], None]) -> dict[str, Any]:
+                meter: Meter, budget: Budget, log: Callable[[str], None], sweep_density: float | None
+                ) -> dict[str, Any]:
     heads, kv_heads = int(hf.num_attention_heads), int(hf.num_key_value_heads)
     d = int(getattr(hf, "head_dim", None) or hf.hidden_size // heads)
     gen = torch.Generator(device=device).manual_seed(n)
@@ -144,9 +179,13 @@ def kernel_rows(n: int, hf: Any, device: torch.device, dtype: torch.dtype, densi
         else:  # the dense masked reference: the same pairs, no speed to expect
             kernel = budget.run(lambda s=selection: meter.measure(lambda: block_sparse_attention(q, k, v, s, scale)))
         total = sum(x for x in (ms(select), ms(mask), ms(kernel)) if x is not None)
+        if cuda and density == sweep_density:
+            row["kernel_options"] = {"density": density, "shipped": FLEX_KERNEL_OPTIONS,
+                                     "sweep": option_rows(q, k, v, selection, scale, flops, meter, budget, log)}
         row["sparse"].append({
             "density": density, "measured_density": selection.density(), "blocks": blocks,
             "kernel": "flex_attention" if cuda else "masked reference (CPU)",
+            "kernel_options": FLEX_KERNEL_OPTIONS if cuda else None,
             "select_ms": ms(select), "mask_ms": ms(mask), "kernel_ms": ms(kernel),
             "kernel_tflops": tflops(flops, kernel), "kernel_speedup": ratio(dense, kernel),
             "with_select_and_mask_ms": total,
@@ -269,6 +308,8 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[32768, 65536, 131072])
     parser.add_argument("--kernel-lengths", type=int, nargs="+", default=[32768, 131072])
     parser.add_argument("--densities", type=float, nargs="+", default=[0.05, 0.1, 0.2])
+    parser.add_argument("--sweep-density", type=float, default=0.1,
+                        help="density at which each kernel length also times OPTION_SWEEP's kernel options")
     parser.add_argument("--min-tokens", type=int, help="the sparse strategies' min_tokens (default: theirs, 4096)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
@@ -280,6 +321,8 @@ def main() -> None:
     device = resolve_device(args.device)
     dtype = resolve_dtype("auto", device)
     budget, meter = Budget(args.budget_s), Meter(device, args.warmup, args.repeats)
+    # every kernel option set and length compiles flex_attention anew: more than dynamo's default 8 entries
+    torch._dynamo.config.recompile_limit = max(64, torch._dynamo.config.recompile_limit)
     preset = load_config(args.preset, args.overrides)
     hf = shape_config(args.shape)
     record: dict[str, Any] = {"environment": environment(device), "shape": args.shape, "label": RANDOM_LABEL,
@@ -289,7 +332,7 @@ def main() -> None:
     with torch.inference_mode():
         record["flex_check"] = check_flex_path(hf, device, dtype)
         log(f"flex_attention against the reference: {record['flex_check']}")
-        record["kernel"] = [kernel_rows(n, hf, device, dtype, args.densities, meter, budget, log)
+        record["kernel"] = [kernel_rows(n, hf, device, dtype, args.densities, meter, budget, log, args.sweep_density)
                             for n in args.kernel_lengths]
     model = build_random_model(args.shape, dtype, device)
     configs = ttft_configs(preset, args.densities, args.min_tokens)
@@ -306,6 +349,11 @@ def main() -> None:
             log(f"  {s['density']:.0%}: kernel {s['kernel_ms']} ms ({s['kernel_tflops']} TFLOP/s, "
                 f"{s['kernel_speedup']}x), select {s['select_ms']} ms, mask {s['mask_ms']} ms, "
                 f"all {s['with_select_and_mask_ms']:.2f} ms ({s['speedup_with_select_and_mask']}x)")
+        for o in row.get("kernel_options", {}).get("sweep", []):
+            share = o["tflops"] / row["dense"]["tflops"] if o.get("tflops") and row["dense"]["tflops"] else None
+            log(f"  options {o['options']}: {o.get('ms')} ms, {o.get('tflops')} TFLOP/s "
+                f"({'-' if share is None else f'{share:.1%}'} of dense), diff {o.get('max_abs_diff_vs_shipped')}, "
+                f"{o.get('status')}")
     log(table(record["ttft"], list(configs)))
     log(f"elapsed {record['elapsed_s']:.0f} s; wrote {args.out / 'sparse_bench.json'}")
 
