@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--kernel", default="split", help="decode.kernel: split (auto when compiled), flex, sdpa...")
     parser.add_argument("--bandwidth", type=float, default=DEVICE_COPY_BANDWIDTH,
                         help="bytes/s of the floor (default: an H200's measured device-to-device copy rate)")
+    parser.add_argument("--name", default="decode_profile", help="the JSON's file name, without .json")
     args = parser.parse_args()
     model = build_model()
     pipe = SlimPipeline.from_pretrained(model, config={"pruning": {"schedule": SCHEDULE}})
@@ -96,8 +97,12 @@ def main() -> None:
     for k in kernels[:12]:
         print(f"    {k['ms_per_step']:7.3f} ms  x{k['calls_per_step']:<5.0f} {k['name']}")
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "decode_profile.json").write_text(json.dumps(
-        {"prompt": args.prompt, "steps": args.steps, "compiled": args.compile, "kernel": args.kernel, "wall_ms_per_token": wall_ms,
+    import torch._inductor.config as inductor  # set by TORCHINDUCTOR_MAX_AUTOTUNE=1 etc. for a tuning comparison
+
+    tuning = {"max_autotune": inductor.max_autotune, "coordinate_descent_tuning": inductor.coordinate_descent_tuning}
+    print(f"inductor: {tuning}")
+    (Path(args.out) / f"{args.name}.json").write_text(json.dumps(
+        {"prompt": args.prompt, "inductor": tuning, "device": torch.cuda.get_device_name(), "steps": args.steps, "compiled": args.compile, "kernel": args.kernel, "wall_ms_per_token": wall_ms,
          "bytes_per_step": step_bytes, "achieved_gb_per_s": achieved, "floor_bandwidth": args.bandwidth,
          "gpu_ms_per_step": total, "floor_ms": floor_ms, "groups": per_group, "kernels": kernels[:40]}, indent=1))
 
