@@ -117,8 +117,6 @@ OPTION_SWEEP: tuple[dict[str, Any], ...] = (
     {},
     {**FLEX_KERNEL_OPTIONS, "USE_TMA": True},
     {**FLEX_KERNEL_OPTIONS, "BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3},
-    {**FLEX_KERNEL_OPTIONS, "BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2},
-    {**FLEX_KERNEL_OPTIONS, "USE_TMA": True, "BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3},
 )
 
 
