@@ -505,3 +505,16 @@ def test_plugins_lists_both(capsys) -> None:
     for name in ("dense", "flexprefill", "minference"):
         assert f"  {name} " in attentions
     assert "gamma" in attentions and "vertical_size" in attentions
+
+
+def test_flex_kernel_options_add_tma_on_hopper_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TMA loads are asked for on compute capability 9.x only (torch: experimental, Hopper-only); every
+    device keeps ROWS_GUARANTEED_SAFE (each row keeps its causal diagonal block)."""
+    from sliminfer.strategies.sparse_attention import kernel
+
+    assert kernel.flex_kernel_options(torch.device("cpu")) == {"ROWS_GUARANTEED_SAFE": True}
+    for capability, tma in (((9, 0), True), ((8, 0), False), ((10, 0), False)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        options = kernel.flex_kernel_options(torch.device("cuda"))
+        assert options["ROWS_GUARANTEED_SAFE"] is True and options.get("USE_TMA", False) is tma
+    assert kernel.FLEX_KERNEL_OPTIONS == {"ROWS_GUARANTEED_SAFE": True}  # the returned dict is a copy

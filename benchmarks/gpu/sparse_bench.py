@@ -50,6 +50,7 @@ from sliminfer.strategies.sparse_attention.kernel import (
     block_sparse_attention,
     flex_block_mask,
     flex_block_sparse_attention,
+    flex_kernel_options,
     masked_reference_attention,
 )
 from sliminfer.strategies.sparse_attention.strategy import (
@@ -111,11 +112,13 @@ def dense_sdpa(meter: Meter, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     return meter.measure(lambda: F.scaled_dot_product_attention(q, k_all, v_all, is_causal=True, scale=scale))
 
 
-#: FlexAttention kernel options tried at the sweep density, beside the shipped FLEX_KERNEL_OPTIONS: torch's
-#: own defaults, Hopper's TMA loads, and tile shapes other than the autotuned default (each compiles anew)
+#: FlexAttention kernel options tried at the sweep density, beside the shipped ones (flex_kernel_options):
+#: torch's own defaults, the shipped options without Hopper's TMA loads, and tile shapes other than the
+#: autotuned default (each compiles anew; on 2026-12-07 on an H100 TMA was the fastest of these, and is now
+#: shipped on Hopper GPUs)
 OPTION_SWEEP: tuple[dict[str, Any], ...] = (
     {},
-    {**FLEX_KERNEL_OPTIONS, "USE_TMA": True},
+    dict(FLEX_KERNEL_OPTIONS),  # without Hopper's TMA
     {**FLEX_KERNEL_OPTIONS, "BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3},
 )
 
@@ -178,12 +181,12 @@ def kernel_rows(n: int, hf: Any, device: torch.device, dtype: torch.dtype, densi
             kernel = budget.run(lambda s=selection: meter.measure(lambda: block_sparse_attention(q, k, v, s, scale)))
         total = sum(x for x in (ms(select), ms(mask), ms(kernel)) if x is not None)
         if cuda and density == sweep_density:
-            row["kernel_options"] = {"density": density, "shipped": FLEX_KERNEL_OPTIONS,
+            row["kernel_options"] = {"density": density, "shipped": flex_kernel_options(device),
                                      "sweep": option_rows(q, k, v, selection, scale, flops, meter, budget, log)}
         row["sparse"].append({
             "density": density, "measured_density": selection.density(), "blocks": blocks,
             "kernel": "flex_attention" if cuda else "masked reference (CPU)",
-            "kernel_options": FLEX_KERNEL_OPTIONS if cuda else None,
+            "kernel_options": flex_kernel_options(device) if cuda else None,
             "select_ms": ms(select), "mask_ms": ms(mask), "kernel_ms": ms(kernel),
             "kernel_tflops": tflops(flops, kernel), "kernel_speedup": ratio(dense, kernel),
             "with_select_and_mask_ms": total,
