@@ -508,13 +508,23 @@ def test_plugins_lists_both(capsys) -> None:
 
 
 def test_flex_kernel_options_add_tma_on_hopper_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """TMA loads are asked for on compute capability 9.x only (torch: experimental, Hopper-only); every
-    device keeps ROWS_GUARANTEED_SAFE (each row keeps its causal diagonal block)."""
+    """TMA loads are asked for on compute capability 9.x with contiguous inputs only (torch: experimental,
+    Hopper-only; strided inputs: pytorch#170813); every device keeps ROWS_GUARANTEED_SAFE (each row keeps
+    its causal diagonal block)."""
     from sliminfer.strategies.sparse_attention import kernel
 
-    assert kernel.flex_kernel_options(torch.device("cpu")) == {"ROWS_GUARANTEED_SAFE": True}
-    for capability, tma in (((9, 0), True), ((8, 0), False), ((10, 0), False)):
+    class FakeCuda:  # what flex_kernel_options reads of a tensor, on a "cuda" device without a GPU here
+        def __init__(self, contiguous: bool) -> None:
+            self.device, self.contiguous = torch.device("cuda"), contiguous
+
+        def is_contiguous(self) -> bool:
+            return self.contiguous
+
+    assert kernel.flex_kernel_options(torch.zeros(2, 3)) == {"ROWS_GUARANTEED_SAFE": True}
+    for capability, contiguous, tma in (((9, 0), True, True), ((9, 0), False, False), ((8, 0), True, False),
+                                        ((10, 0), True, False)):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
-        options = kernel.flex_kernel_options(torch.device("cuda"))
+        tensors = [FakeCuda(True), FakeCuda(contiguous), FakeCuda(True)]
+        options = kernel.flex_kernel_options(*tensors)  # type: ignore[arg-type]
         assert options["ROWS_GUARANTEED_SAFE"] is True and options.get("USE_TMA", False) is tma
     assert kernel.FLEX_KERNEL_OPTIONS == {"ROWS_GUARANTEED_SAFE": True}  # the returned dict is a copy

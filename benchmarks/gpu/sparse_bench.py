@@ -115,7 +115,7 @@ def dense_sdpa(meter: Meter, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
 #: FlexAttention kernel options tried at the sweep density, beside the shipped ones (flex_kernel_options):
 #: torch's own defaults, the shipped options without Hopper's TMA loads, and tile shapes other than the
 #: autotuned default (each compiles anew; on 2026-12-07 on an H100 TMA was the fastest of these, and is now
-#: shipped on Hopper GPUs)
+#: shipped on Hopper GPUs for contiguous inputs, such as this kernel row's)
 OPTION_SWEEP: tuple[dict[str, Any], ...] = (
     {},
     dict(FLEX_KERNEL_OPTIONS),  # without Hopper's TMA
@@ -181,12 +181,12 @@ def kernel_rows(n: int, hf: Any, device: torch.device, dtype: torch.dtype, densi
             kernel = budget.run(lambda s=selection: meter.measure(lambda: block_sparse_attention(q, k, v, s, scale)))
         total = sum(x for x in (ms(select), ms(mask), ms(kernel)) if x is not None)
         if cuda and density == sweep_density:
-            row["kernel_options"] = {"density": density, "shipped": flex_kernel_options(device),
+            row["kernel_options"] = {"density": density, "shipped": flex_kernel_options(q, k, v),
                                      "sweep": option_rows(q, k, v, selection, scale, flops, meter, budget, log)}
         row["sparse"].append({
             "density": density, "measured_density": selection.density(), "blocks": blocks,
             "kernel": "flex_attention" if cuda else "masked reference (CPU)",
-            "kernel_options": flex_kernel_options(device) if cuda else None,
+            "kernel_options": flex_kernel_options(q, k, v) if cuda else None,
             "select_ms": ms(select), "mask_ms": ms(mask), "kernel_ms": ms(kernel),
             "kernel_tflops": tflops(flops, kernel), "kernel_speedup": ratio(dense, kernel),
             "with_select_and_mask_ms": total,

@@ -31,9 +31,11 @@ REFERENCE_CHUNK_ELEMENTS = 1 << 25
 #: the kernel may skip its guard against fully masked rows; the result is the same, the loop shorter.
 FLEX_KERNEL_OPTIONS: dict[str, Any] = {"ROWS_GUARANTEED_SAFE": True}
 
-#: added on Hopper GPUs (compute capability 9.x), where FlexAttention can load tiles with the Tensor Memory
-#: Accelerator: measured on an H100 at 128k and 10 % of the blocks, 32.4 against 33.9 ms with the same
-#: output bit for bit (benchmarks/results/h100-2026-12-07b); torch calls it experimental and Hopper-only
+#: added on Hopper GPUs (compute capability 9.x) for contiguous inputs, where FlexAttention can load tiles with
+#: the Tensor Memory Accelerator: measured on an H100 at 128k and 10 % of the blocks (contiguous q/k/v), 32.4
+#: against 33.9 ms with the same output bit for bit (benchmarks/results/h100-2026-12-07b). Torch calls it
+#: experimental and Hopper-only, and TMA over strided inputs has an open misaligned-address failure on H100
+#: (pytorch/pytorch#170813): the transposed q/k/v views of a model's attention run without it.
 HOPPER_KERNEL_OPTIONS: dict[str, Any] = {"USE_TMA": True}
 
 _compiled_flex: Callable[..., torch.Tensor] | None = None
@@ -132,11 +134,13 @@ def compiled_flex_attention() -> Callable[..., torch.Tensor]:
     return _compiled_flex
 
 
-def flex_kernel_options(device: torch.device) -> dict[str, Any]:
-    """The FlexAttention options for ``device``: :data:`FLEX_KERNEL_OPTIONS`, plus :data:`HOPPER_KERNEL_OPTIONS`
-    on a compute capability 9.x GPU."""
+def flex_kernel_options(*tensors: torch.Tensor) -> dict[str, Any]:
+    """The FlexAttention options for these query/key/value tensors: :data:`FLEX_KERNEL_OPTIONS`, plus
+    :data:`HOPPER_KERNEL_OPTIONS` when all are contiguous on a compute capability 9.x GPU."""
     options = dict(FLEX_KERNEL_OPTIONS)
-    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9:
+    device = tensors[0].device
+    if (device.type == "cuda" and all(t.is_contiguous() for t in tensors)
+            and torch.cuda.get_device_capability(device)[0] == 9):
         options.update(HOPPER_KERNEL_OPTIONS)
     return options
 
@@ -155,7 +159,7 @@ def flex_block_sparse_attention(
     check_inputs(query, key, value, selection)
     mask = flex_block_mask(selection) if block_mask is None else block_mask
     grouped = query.shape[1] != key.shape[1]
-    options = flex_kernel_options(query.device) if kernel_options is None else dict(kernel_options)
+    options = flex_kernel_options(query, key, value) if kernel_options is None else dict(kernel_options)
     return compiled_flex_attention()(query, key, value, block_mask=mask, scale=scale, enable_gqa=grouped,
                                      kernel_options=options)
 
