@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+import torch._inductor.config as inductor  # TORCHINDUCTOR_MAX_AUTOTUNE=1 etc. set it, for a tuning comparison
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from offload_bench import SCHEDULE, build_model, random_ids  # noqa: E402
@@ -97,8 +98,6 @@ def main() -> None:
     for k in kernels[:12]:
         print(f"    {k['ms_per_step']:7.3f} ms  x{k['calls_per_step']:<5.0f} {k['name']}")
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    import torch._inductor.config as inductor  # set by TORCHINDUCTOR_MAX_AUTOTUNE=1 etc. for a tuning comparison
-
     tuning = {"max_autotune": inductor.max_autotune, "coordinate_descent_tuning": inductor.coordinate_descent_tuning}
     print(f"inductor: {tuning}")
     (Path(args.out) / f"{args.name}.json").write_text(json.dumps(

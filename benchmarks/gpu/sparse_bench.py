@@ -123,11 +123,12 @@ OPTION_SWEEP: tuple[dict[str, Any], ...] = (
 )
 
 
-def option_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, selection: BlockSelection, scale: float,
-                flops: float, meter: Meter, budget: Budget, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """The kernel at one selection under each of :data:`OPTION_SWEEP`: ms, TFLOP/s and the largest
-    difference from the shipped options' output (a set that fails to compile is recorded as failed)."""
-    block_mask = flex_block_mask(selection)
+def option_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, selection: BlockSelection, block_mask: Any,
+                scale: float, flops: float, meter: Meter, budget: Budget, log: Callable[[str], None]
+                ) -> list[dict[str, Any]]:
+    """The kernel at one selection (``block_mask``: its BlockMask) under each of :data:`OPTION_SWEEP`: ms,
+    TFLOP/s and the largest difference from the shipped options' output (a set that fails to compile is
+    recorded as failed)."""
     shipped = flex_block_sparse_attention(q, k, v, selection, scale, block_mask=block_mask)
     rows = []
     for options in OPTION_SWEEP:
@@ -165,6 +166,7 @@ def kernel_rows(n: int, hf: Any, device: torch.device, dtype: torch.dtype, densi
         select = budget.run(lambda s=strategy: meter.measure(lambda: s.select(q, k, scale)))
         row[f"{name}_select"] = {**select, "ms": ms(select)}
     row["sparse"] = []
+    shipped_options = flex_kernel_options(q, k, v) if cuda else None
     for density in densities:
         strategy = FlexPrefillAttention(FlexPrefillConfig(density=density))
         log(f"  kernel {n}: flexprefill top blocks at {density:.0%}")
@@ -181,12 +183,12 @@ def kernel_rows(n: int, hf: Any, device: torch.device, dtype: torch.dtype, densi
             kernel = budget.run(lambda s=selection: meter.measure(lambda: block_sparse_attention(q, k, v, s, scale)))
         total = sum(x for x in (ms(select), ms(mask), ms(kernel)) if x is not None)
         if cuda and density == sweep_density:
-            row["kernel_options"] = {"density": density, "shipped": flex_kernel_options(q, k, v),
-                                     "sweep": option_rows(q, k, v, selection, scale, flops, meter, budget, log)}
+            row["kernel_options"] = {"density": density, "shipped": shipped_options, "sweep": option_rows(
+                q, k, v, selection, block_mask, scale, flops, meter, budget, log)}
         row["sparse"].append({
             "density": density, "measured_density": selection.density(), "blocks": blocks,
             "kernel": "flex_attention" if cuda else "masked reference (CPU)",
-            "kernel_options": flex_kernel_options(q, k, v) if cuda else None,
+            "kernel_options": shipped_options,
             "select_ms": ms(select), "mask_ms": ms(mask), "kernel_ms": ms(kernel),
             "kernel_tflops": tflops(flops, kernel), "kernel_speedup": ratio(dense, kernel),
             "with_select_and_mask_ms": total,
