@@ -47,3 +47,15 @@ def test_a_bad_switch_is_refused_naming_the_variable(env, value: str) -> None:
     monkeypatch.setenv("SLIMINFER_COMPILE_CACHE", value)
     with pytest.raises(ConfigError, match=f"SLIMINFER_COMPILE_CACHE: got '{value}'; allowed: 1 .* or 0"):
         compile_cache.use_compile_cache()
+
+
+@pytest.mark.parametrize("autotune", [False, True])
+def test_compile_static_asks_for_autotuning_only_when_told(env, autotune: bool) -> None:
+    """``decode.autotune`` reaches torch.compile as inductor options (not the "max-autotune" mode, whose own
+    CUDA graphs would nest in the decoder's), and the cache folder is set either way."""
+    monkeypatch, tmp_path = env
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(compile_cache.torch, "compile", lambda fn, **kwargs: seen.update(kwargs) or fn)
+    compile_cache.compile_static(len, autotune)
+    assert seen == {"dynamic": False, "options": compile_cache.AUTOTUNE_OPTIONS if autotune else None}
+    assert "mode" not in seen and os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "compile")

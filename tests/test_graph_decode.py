@@ -126,6 +126,20 @@ def test_bad_arguments_raise_input_errors() -> None:
                       device=torch.device("cpu"), options=DecodeSection(graph=True))
     with pytest.raises(ConfigError, match="decode.kernel: got 'fastest'"):
         static_generate(pipe, _ids(50, seed=1), 4, options={"kernel": "fastest"})
+    with pytest.raises(ConfigError, match="decode.autotune: got True.*decode.compile"):  # on the CPU: not compiled
+        static_generate(pipe, _ids(50, seed=1), 4, options={"autotune": True})
+
+
+@pytest.mark.parametrize(("compile", "autotune", "expected"), [
+    (None, None, False), (True, None, False), (True, False, False), (True, True, True)])
+def test_autotune_follows_the_compile_on_cuda_only(monkeypatch, compile, autotune, expected) -> None:
+    """``decode.autotune: null`` tunes compiled steps on CUDA only (on the CPU it stays off); true is passed on."""
+    seen: list[bool] = []
+    monkeypatch.setattr("sliminfer.decode.static.compile_static", lambda fn, tune: seen.append(tune) or fn)
+    pipe = _pipe("llama", pruned=False)
+    decoder = StaticDecoder(pipe.adapter, [64] * pipe.adapter.num_layers, 8, dtype=torch.float32,
+                            device=torch.device("cpu"), options=DecodeSection(compile=compile, autotune=autotune))
+    assert decoder.autotune is expected and seen == ([expected] if compile else [])
 
 
 @pytest.mark.slow

@@ -146,6 +146,30 @@ def option_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, selection: Bl
     return rows
 
 
+def layout_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, selection: BlockSelection, block_mask: Any,
+                scale: float, flops: float, meter: Meter, budget: Budget, log: Callable[[str], None]
+                ) -> list[dict[str, Any]]:
+    """The shipped kernel on q/k/v laid out as a model's attention hands them over (transposed views of
+    ``[b, n, heads, d]`` projections: strided, so no TMA loads), against contiguous copies made inside the
+    timed call (so TMA on Hopper): whether copying q/k/v would pay for itself inside a prefill."""
+    strided = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v)]
+
+    def copied() -> torch.Tensor:
+        return flex_block_sparse_attention(*(t.contiguous() for t in strided), selection, scale, block_mask)
+
+    def as_given() -> torch.Tensor:
+        return flex_block_sparse_attention(*strided, selection, scale, block_mask)
+
+    rows = []
+    for label, run in (("strided, as a model gives them", as_given), ("contiguous copy + its options", copied)):
+        log(f"    layout: {label}")
+        m = budget.run(lambda r=run: meter.measure(r))
+        rows.append({"layout": label, **m, "ms": ms(m), "tflops": tflops(flops, m)})
+    rows[1]["options"] = flex_kernel_options(*(t.contiguous() for t in strided))
+    rows[0]["options"] = flex_kernel_options(*strided)
+    return rows
+
+
 def kernel_rows(n: int, hf: Any, device: torch.device, dtype: torch.dtype, densities: list[float],
                 meter: Meter, budget: Budget, log: Callable[[str], None], sweep_density: float | None
                 ) -> dict[str, Any]:
@@ -184,6 +208,7 @@ def kernel_rows(n: int, hf: Any, device: torch.device, dtype: torch.dtype, densi
         total = sum(x for x in (ms(select), ms(mask), ms(kernel)) if x is not None)
         if cuda and density == sweep_density:
             row["kernel_options"] = {"density": density, "shipped": shipped_options, "sweep": option_rows(
+                q, k, v, selection, block_mask, scale, flops, meter, budget, log), "layout": layout_rows(
                 q, k, v, selection, block_mask, scale, flops, meter, budget, log)}
         row["sparse"].append({
             "density": density, "measured_density": selection.density(), "blocks": blocks,
@@ -357,6 +382,8 @@ def main() -> None:
             log(f"  options {o['options']}: {o.get('ms')} ms, {o.get('tflops')} TFLOP/s "
                 f"({'-' if share is None else f'{share:.1%}'} of dense), diff {o.get('max_abs_diff_vs_shipped')}, "
                 f"{o.get('status')}")
+        for o in row.get("kernel_options", {}).get("layout", []):
+            log(f"  layout {o['layout']} {o['options']}: {o.get('ms')} ms, {o.get('tflops')} TFLOP/s, {o.get('status')}")
     log(table(record["ttft"], list(configs)))
     log(f"elapsed {record['elapsed_s']:.0f} s; wrote {args.out / 'sparse_bench.json'}")
 

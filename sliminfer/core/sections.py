@@ -185,6 +185,12 @@ class DecodeSection(ConfigModel):
     )
     graph: bool | None = Field(None, description="Replay the static step as a CUDA graph (null: on CUDA devices).")
     compile: bool | None = Field(None, description="torch.compile the static step (null: on CUDA devices).")
+    autotune: bool | None = Field(
+        None,
+        description="Let the compile time inductor's matmul and reduction variants on this device (max_autotune, "
+        "coordinate-descent tuning): faster decode steps, a longer first compile, kept in the compile cache. "
+        "Needs a compiled step. null: on when the step is compiled on CUDA.",
+    )
     fuse: Literal[True, False, "qkv"] | None = Field(
         None,
         description="true: run q/k/v and gate/up as one matmul each from the decoder's own copies of those "
