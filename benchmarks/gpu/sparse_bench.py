@@ -147,11 +147,13 @@ def option_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, selection: Bl
 
 
 def layout_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, selection: BlockSelection, block_mask: Any,
-                scale: float, flops: float, meter: Meter, budget: Budget, log: Callable[[str], None]
-                ) -> list[dict[str, Any]]:
+                scale: float, flops: float, dense_flops: float, meter: Meter, budget: Budget,
+                log: Callable[[str], None]) -> list[dict[str, Any]]:
     """The shipped kernel on q/k/v laid out as a model's attention hands them over (transposed views of
     ``[b, n, heads, d]`` projections: strided, so no TMA loads), against contiguous copies made inside the
-    timed call (so TMA on Hopper): whether copying q/k/v would pay for itself inside a prefill."""
+    timed call (so TMA on Hopper): whether copying q/k/v would pay for itself inside a prefill. Also dense
+    SDPA on that strided query (its KV heads repeated, as transformers' SDPA path does): the like-for-like
+    baseline of the strided row."""
     strided = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v)]
 
     def copied() -> torch.Tensor:
@@ -167,6 +169,10 @@ def layout_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, selection: Bl
         rows.append({"layout": label, **m, "ms": ms(m), "tflops": tflops(flops, m)})
     rows[1]["options"] = flex_kernel_options(*(t.contiguous() for t in strided))
     rows[0]["options"] = flex_kernel_options(*strided)
+    log("    layout: dense SDPA on the strided query (the stock model's call)")
+    dense = budget.run(lambda: dense_sdpa(meter, *strided, scale))
+    rows.append({"layout": "dense SDPA, strided query as the stock model gives it (KV heads repeated)", **dense,
+                 "ms": ms(dense), "tflops": tflops(dense_flops, dense)})
     return rows
 
 
@@ -209,7 +215,7 @@ def kernel_rows(n: int, hf: Any, device: torch.device, dtype: torch.dtype, densi
         if cuda and density == sweep_density:
             row["kernel_options"] = {"density": density, "shipped": shipped_options, "sweep": option_rows(
                 q, k, v, selection, block_mask, scale, flops, meter, budget, log), "layout": layout_rows(
-                q, k, v, selection, block_mask, scale, flops, meter, budget, log)}
+                q, k, v, selection, block_mask, scale, flops, dense_flops, meter, budget, log)}
         row["sparse"].append({
             "density": density, "measured_density": selection.density(), "blocks": blocks,
             "kernel": "flex_attention" if cuda else "masked reference (CPU)",
@@ -383,7 +389,7 @@ def main() -> None:
                 f"({'-' if share is None else f'{share:.1%}'} of dense), diff {o.get('max_abs_diff_vs_shipped')}, "
                 f"{o.get('status')}")
         for o in row.get("kernel_options", {}).get("layout", []):
-            log(f"  layout {o['layout']} {o['options']}: {o.get('ms')} ms, {o.get('tflops')} TFLOP/s, {o.get('status')}")
+            log(f"  layout {o['layout']} {o.get('options', '')}: {o.get('ms')} ms, {o.get('tflops')} TFLOP/s, {o.get('status')}")
     log(table(record["ttft"], list(configs)))
     log(f"elapsed {record['elapsed_s']:.0f} s; wrote {args.out / 'sparse_bench.json'}")
 
