@@ -8,6 +8,7 @@ the paper's schedule, a 32k prompt, 128 new tokens; wall clock of the whole call
 
     export SLIMINFER_CACHE=/tmp/fresh-cache
     python3 benchmarks/gpu/first_call.py cold; python3 benchmarks/gpu/first_call.py warm
+    python3 benchmarks/gpu/first_call.py cold decode.autotune=true   # key=value overrides of the preset
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from sliminfer import SlimPipeline, load_config
 from sliminfer.bench.shapes import build_random_model
 
 
-def main(label: str, prompt: int = 32768, new_tokens: int = 128) -> dict[str, object]:
+def main(label: str, overrides: list[str], prompt: int = 32768, new_tokens: int = 128) -> dict[str, object]:
     device = torch.device("cuda")
     model = build_random_model("llama-3.1-8b", torch.bfloat16, device, "sdpa", 0)
-    pipe = SlimPipeline(model, None, load_config("llama-3.1-8b"))
+    pipe = SlimPipeline(model, None, load_config("llama-3.1-8b", overrides))
     ids = torch.randint(0, 128000, (1, prompt), generator=torch.Generator().manual_seed(0)).to(device)
     torch.cuda.synchronize()
     start = time.perf_counter()
@@ -35,9 +36,9 @@ def main(label: str, prompt: int = 32768, new_tokens: int = 128) -> dict[str, ob
     first_s = time.perf_counter() - start
     again = pipe.generate(ids, max_new_tokens=new_tokens, fast=True)
     return {"label": label, "device": torch.cuda.get_device_name(), "torch": torch.__version__,
-            "cache": os.environ.get("SLIMINFER_CACHE"), "prompt": prompt, "new_tokens": new_tokens,
+            "cache": os.environ.get("SLIMINFER_CACHE"), "overrides": overrides, "prompt": prompt, "new_tokens": new_tokens,
             "first_call_s": first_s, "second_call_s": again.total_s, "tokens_equal": first.token_ids == again.token_ids}
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1])), flush=True)
+    print(json.dumps(main(sys.argv[1], sys.argv[2:])), flush=True)

@@ -185,11 +185,11 @@ class DecodeSection(ConfigModel):
     )
     graph: bool | None = Field(None, description="Replay the static step as a CUDA graph (null: on CUDA devices).")
     compile: bool | None = Field(None, description="torch.compile the static step (null: on CUDA devices).")
-    autotune: bool | None = Field(
-        None,
+    autotune: bool = Field(
+        False,
         description="Let the compile time inductor's matmul and reduction variants on this device (max_autotune, "
-        "coordinate-descent tuning): faster decode steps, a longer first compile, kept in the compile cache. "
-        "Needs a compiled step. null: on when the step is compiled on CUDA.",
+        "coordinate-descent tuning): about 6 % faster decode steps (8B, H100), a first compile of a new shape "
+        "over two minutes instead of about one, kept in the compile cache. Needs a compiled step.",
     )
     fuse: Literal[True, False, "qkv"] | None = Field(
         None,

@@ -13,7 +13,8 @@ With ``autotune`` the compile also times inductor's alternatives for each matmul
 GPU (:data:`AUTOTUNE_OPTIONS`): one token's matmuls are matrix-vector products, bound by reading the
 weights, and the tuned, fused kernels read them faster than the default ones (8B shape at 32k on an
 H100: 6.60 against 6.99 ms per token, benchmarks/results/h100-2026-12-07c). The timings land in the
-same cache, so a later process does not tune again.
+same cache, so a later process should not tune again; the first compile of a shape took over two minutes
+with it there, so ``decode.autotune`` is opt-in.
 """
 
 from __future__ import annotations

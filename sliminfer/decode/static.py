@@ -137,10 +137,11 @@ class StaticDecoder:
         self._check_tensor_parallel(adapter, self.use_graph, compile)
         if options.autotune and not compile:
             raise ConfigError("decode.autotune", True, "it tunes the compiled step: set decode.compile to true "
-                              "(or leave it null on CUDA), or decode.autotune to false/null")
+                              "(or leave it null on CUDA), or decode.autotune to false")
         self.compiled = compile
-        # measured on an H100 (benchmarks/results/h100-2026-12-07c): 5.6 % faster steps, tuned once per machine
-        self.autotune = compile and cuda if options.autotune is None else options.autotune
+        # opt-in: 5.6 % faster steps on an H100, but a cold first call of a new shape past two minutes
+        # (benchmarks/results/h100-2026-12-07c)
+        self.autotune = options.autotune
         self.graph: torch.cuda.CUDAGraph | None = None
         self.graph_error: str | None = None
         self.capture_s = 0.0
