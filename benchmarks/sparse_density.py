@@ -7,6 +7,8 @@ weights, fp32) on the Paul Graham essays at 2k / 4k / 8k tokens with each method
 fraction of causal blocks each layer and head computed, plus FlexPrefill's query-aware head count.
 
     .venv/bin/python benchmarks/sparse_density.py --out benchmarks/results/sparse-density-cpu
+    .venv/bin/python benchmarks/sparse_density.py --methods flexprefill-g95 minference-scaled \
+        --out benchmarks/results/sparse-density-cpu-eval-configs     # the settings of the accuracy configs
 
 SmolLM2-135M allows 8192 positions (max_position_embeddings), so 8k is 8192 tokens, within its range.
 Writes ``density.json`` (every layer's per-head densities) and ``density.md`` (the mean per layer).
@@ -30,9 +32,13 @@ from sliminfer.assets.texts import essay_text
 from sliminfer.core.config import ModelSection
 from sliminfer.core.loading import load_model
 
+#: the ``attention:`` section of each method by label: the paper defaults, and the settings the accuracy
+#: configs use for SmolLM2 at 2k-8k (eval/configs/smollm2-135m-flexprefill-g95.yaml, -minference.yaml)
 METHODS: dict[str, dict[str, Any]] = {
     "flexprefill": {"name": "flexprefill", "min_tokens": 1024},
     "minference": {"name": "minference", "min_tokens": 1024},
+    "flexprefill-g95": {"name": "flexprefill", "min_tokens": 1024, "gamma": 0.95},
+    "minference-scaled": {"name": "minference", "min_tokens": 1024, "vertical_size": 256, "slash_size": 1024},
 }
 
 
@@ -50,7 +56,7 @@ def run_one(model: Any, tokenizer: Any, method: str, ids: torch.Tensor) -> dict[
     pipe = SlimPipeline.from_pretrained(model, tokenizer, config={"attention": METHODS[method]})
     strategy = pipe.forward.attention
     query_aware: list[int] = []
-    if method == "flexprefill":  # record the pattern test's outcome of each layer, in layer order
+    if METHODS[method]["name"] == "flexprefill":  # record the pattern test's outcome of each layer, in layer order
         estimate = strategy.estimate
 
         def recording(query: torch.Tensor, key: torch.Tensor, scale: float) -> Any:
@@ -91,7 +97,7 @@ def markdown(rows: list[dict[str, Any]], heads: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096, 8192])
-    parser.add_argument("--methods", nargs="+", default=sorted(METHODS), choices=sorted(METHODS))
+    parser.add_argument("--methods", nargs="+", default=["flexprefill", "minference"], choices=sorted(METHODS))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sparse-density-cpu"))
     args = parser.parse_args()
     model, tokenizer = load_model(ModelSection(source="smollm2-135m-instruct", dtype="float32", device="cpu"))
