@@ -29,8 +29,10 @@ from sliminfer.eval.passkey import PasskeyTask, passkey_prompt
 from sliminfer.eval.qa import Passage, QAItem, SquadTask, qa_prompt
 from sliminfer.eval.report import write_report
 from sliminfer.eval.runner import (
+    DIGEST_NEUTRAL,
     EvalConfig,
     build_pipelines,
+    config_digest,
     read_records,
     resolve_configs,
     run_task,
@@ -274,6 +276,18 @@ def test_report_only_evaluates_nothing(tiny_runs, tmp_path, monkeypatch):
     assert sorted((r["config"], r["depth"]) for r in records) == [("origin", 0.5), ("pruned", 0.5)]
     assert all("same_answer" in r for r in records)
     assert len(read_records(tmp_path / "passkey.jsonl")) == 2
+
+
+def test_recorded_digests_survive_new_config_fields() -> None:
+    """The digests that committed result files carry (eval/results/sparse/passkey.jsonl, written before
+    decode.autotune existed) still name these configs: a config field added since must be in DIGEST_NEUTRAL
+    with its default, or every recorded sample would look stale and be run again."""
+    origin, preset = load_config("origin"), load_config("smollm2-135m")
+    assert (config_digest(origin), config_digest(preset)) == ("881f84ad85", "da1916e810")
+    for (section, field), neutral in DIGEST_NEUTRAL.items():
+        assert getattr(getattr(origin, section), field) == neutral  # the neutral value is the default
+    tuned = load_config("origin", ["decode.autotune=true"])
+    assert config_digest(tuned) != config_digest(origin)  # away from it, the field counts
 
 
 def test_changed_config_or_task_settings_are_rerun(tiny_runs, tmp_path):

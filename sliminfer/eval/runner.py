@@ -26,16 +26,33 @@ from sliminfer.core.pipeline import SlimPipeline, load_config
 from sliminfer.eval.base import Record, Task
 
 
+#: config fields added after result files were first written, each with the value that means "as before
+#: the field existed": at that value the field is left out of the digest, so a new field does not make every
+#: recorded sample stale (and re-run). A field added to the config later joins this table with its default.
+DIGEST_NEUTRAL: dict[tuple[str, str], Any] = {("decode", "autotune"): False}
+
+
+def config_digest(config: SlimConfig) -> str:
+    """Ten hex digits of the config's content, without the :data:`DIGEST_NEUTRAL` fields at their neutral
+    values: what result files record beside each sample, so that a changed config re-runs its samples."""
+    content = config.model_dump()
+    for (section, field), neutral in DIGEST_NEUTRAL.items():
+        values = content.get(section)
+        if isinstance(values, dict) and field in values and values[field] == neutral:
+            del values[field]
+    return hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:10]
+
+
 @dataclass(frozen=True)
 class EvalConfig:
-    """A named config; ``digest`` identifies its content in result files."""
+    """A named config; ``digest`` identifies its content in result files (:func:`config_digest`)."""
 
     name: str
     config: SlimConfig
 
     @property
     def digest(self) -> str:
-        return hashlib.sha1(json.dumps(self.config.model_dump(), sort_keys=True).encode()).hexdigest()[:10]
+        return config_digest(self.config)
 
     def describe(self) -> str:
         pruning = self.config.pruning
