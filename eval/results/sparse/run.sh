@@ -24,3 +24,19 @@ wait
 sliminfer eval passkey $C --lengths 2048 4096 8000 --depths 0 0.5 1 --samples 1 --no-chat --report-only
 sliminfer eval needle $C --variant single --values number --lengths 2048 4096 8000 --depths 0 0.5 1 --samples 1 \
     --no-chat --report-only
+# 2026-12-07 (third session): FlexPrefill at gamma 0.95, alone and with pruning, on the same samples
+G="--configs eval/configs/smollm2-135m-flexprefill-g95.yaml eval/configs/smollm2-135m-pruned-flexprefill-g95.yaml
+   --out eval/results/sparse --no-progress"
+(
+  sliminfer eval passkey $G --lengths 2048 4096 --depths 0 0.5 1 --samples 1 --no-chat
+  sliminfer eval passkey $G --lengths 2048 4096 8000 --depths 0.5 --samples 1 --no-chat
+) &
+(
+  sliminfer eval needle $G --variant single --values number --lengths 2048 4096 --depths 0 0.5 1 --samples 1 --no-chat
+  sliminfer eval needle $G --variant single --values number --lengths 2048 4096 8000 --depths 0.5 --samples 1 --no-chat
+) &
+wait
+C="$C eval/configs/smollm2-135m-flexprefill-g95.yaml eval/configs/smollm2-135m-pruned-flexprefill-g95.yaml"
+sliminfer eval passkey $C --lengths 2048 4096 8000 --depths 0 0.5 1 --samples 1 --no-chat --report-only
+sliminfer eval needle $C --variant single --values number --lengths 2048 4096 8000 --depths 0 0.5 1 --samples 1 \
+    --no-chat --report-only
