@@ -36,7 +36,10 @@ G="--configs eval/configs/smollm2-135m-flexprefill-g95.yaml eval/configs/smollm2
   sliminfer eval needle $G --variant single --values number --lengths 2048 4096 8000 --depths 0.5 --samples 1 --no-chat
 ) &
 wait
-C="$C eval/configs/smollm2-135m-flexprefill-g95.yaml eval/configs/smollm2-135m-pruned-flexprefill-g95.yaml"
+C="--configs origin smollm2-135m eval/configs/smollm2-135m-flexprefill.yaml eval/configs/smollm2-135m-minference.yaml
+   eval/configs/smollm2-135m-pruned-flexprefill.yaml eval/configs/smollm2-135m-pruned-minference.yaml
+   eval/configs/smollm2-135m-flexprefill-g95.yaml eval/configs/smollm2-135m-pruned-flexprefill-g95.yaml
+   --out eval/results/sparse --no-progress"
 sliminfer eval passkey $C --lengths 2048 4096 8000 --depths 0 0.5 1 --samples 1 --no-chat --report-only
 sliminfer eval needle $C --variant single --values number --lengths 2048 4096 8000 --depths 0 0.5 1 --samples 1 \
     --no-chat --report-only
