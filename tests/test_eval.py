@@ -29,10 +29,9 @@ from sliminfer.eval.passkey import PasskeyTask, passkey_prompt
 from sliminfer.eval.qa import Passage, QAItem, SquadTask, qa_prompt
 from sliminfer.eval.report import write_report
 from sliminfer.eval.runner import (
-    DIGEST_NEUTRAL,
     EvalConfig,
     build_pipelines,
-    config_digest,
+    config_digests,
     read_records,
     resolve_configs,
     run_task,
@@ -279,15 +278,30 @@ def test_report_only_evaluates_nothing(tiny_runs, tmp_path, monkeypatch):
 
 
 def test_recorded_digests_survive_new_config_fields() -> None:
-    """The digests that committed result files carry (eval/results/sparse/passkey.jsonl, written before
-    decode.autotune existed) still name these configs: a config field added since must be in DIGEST_NEUTRAL
-    with its default, or every recorded sample would look stale and be run again."""
-    origin, preset = load_config("origin"), load_config("smollm2-135m")
-    assert (config_digest(origin), config_digest(preset)) == ("881f84ad85", "da1916e810")
-    for (section, field), neutral in DIGEST_NEUTRAL.items():
-        assert getattr(getattr(origin, section), field) == neutral  # the neutral value is the default
-    tuned = load_config("origin", ["decode.autotune=true"])
-    assert config_digest(tuned) != config_digest(origin)  # away from it, the field counts
+    """The digests that committed result files carry still name these configs: eval/results/passkey.jsonl
+    (2026-11-23, before attention/prompt_filter/decode) and eval/results/sparse/ (before decode.autotune).
+    A field added to the config since must be in ADDED_FIELDS, or every recorded sample would look stale
+    and be run again; a config away from a field's "as before" value matches only the newer records."""
+    origin = config_digests(load_config("origin"))
+    assert origin[1:] == ("881f84ad85", "2a68212d92")
+    assert config_digests(load_config("smollm2-135m"))[1:] == ("da1916e810", "826d19afd5")
+    tuned = config_digests(load_config("origin", ["decode.autotune=true"]))
+    assert len(tuned) == 1 and tuned[0] != origin[0]
+    sparse = config_digests(load_config("eval/configs/smollm2-135m-flexprefill-g95.yaml"))
+    assert sparse[1] == "0da6c94125" and len(sparse) == 2  # its attention section did not exist in the oldest
+
+
+def test_records_of_an_older_schema_are_reused(tiny_runs, tmp_path):
+    """A record written under an older digest of the same config counts as done and is reported."""
+    configs, pipes = tiny_runs
+    task = PasskeyTask((400,), (0.5,))
+    first = run_task(task, configs[:1], pipes[:1], tmp_path, progress=False)
+    path = tmp_path / "passkey.jsonl"
+    old = configs[0].digests[-1]
+    assert old != configs[0].digest
+    path.write_text(path.read_text().replace(configs[0].digest, old))
+    again = run_task(task, configs[:1], pipes[:1], tmp_path, progress=False)
+    assert len(read_records(path)) == len(first) and [r["config_digest"] for r in again] == [old] * len(first)
 
 
 def test_changed_config_or_task_settings_are_rerun(tiny_runs, tmp_path):

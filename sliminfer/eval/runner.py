@@ -26,33 +26,58 @@ from sliminfer.core.pipeline import SlimPipeline, load_config
 from sliminfer.eval.base import Record, Task
 
 
-#: config fields added after result files were first written, each with the value that means "as before
-#: the field existed": at that value the field is left out of the digest, so a new field does not make every
-#: recorded sample stale (and re-run). A field added to the config later joins this table with its default.
-DIGEST_NEUTRAL: dict[tuple[str, str], Any] = {("decode", "autotune"): False}
+#: what the config gained since result files were first written, newest first: each generation's added
+#: fields (a path into ``model_dump()``) with the value that means "as before they existed". A record
+#: carries the digest of its config as the schema was then; a config whose newer fields all sit at these
+#: values still matches it (:func:`config_digests`), so its recorded samples are reused, not run again.
+#: A field added to the config goes into a new first entry here, with its default.
+ADDED_FIELDS: tuple[dict[tuple[str, ...], Any], ...] = (
+    {("decode", "autotune"): False},  # 2026-12-07
+    {  # between 2026-11-23 (eval/results/*.jsonl) and 2026-12-07 (eval/results/sparse/)
+        ("attention",): None,
+        ("prompt_filter",): None,
+        ("decode",): {"mode": "eager", "kernel": "auto", "graph": None, "compile": None, "fuse": None},
+    },
+)
 
 
-def config_digest(config: SlimConfig) -> str:
-    """Ten hex digits of the config's content, without the :data:`DIGEST_NEUTRAL` fields at their neutral
-    values: what result files record beside each sample, so that a changed config re-runs its samples."""
-    content = config.model_dump()
-    for (section, field), neutral in DIGEST_NEUTRAL.items():
-        values = content.get(section)
-        if isinstance(values, dict) and field in values and values[field] == neutral:
-            del values[field]
+def _digest(content: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def config_digests(config: SlimConfig) -> tuple[str, ...]:
+    """Ten hex digits of the config's content, then of the same config as each older schema saw it (newest
+    first, see :data:`ADDED_FIELDS`) while the fields added since sit at their "as before" values: the
+    first is what new records carry, any of them identifies the config in a result file."""
+    content = config.model_dump()
+    digests = [_digest(content)]
+    for added in ADDED_FIELDS:
+        for *parents, leaf in added:
+            holder: Any = content
+            for key in parents:
+                holder = holder.get(key) if isinstance(holder, dict) else None
+            if not isinstance(holder, dict) or holder.get(leaf) != added[(*parents, leaf)]:
+                return tuple(digests)
+            del holder[leaf]
+        digests.append(_digest(content))
+    return tuple(digests)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """A named config; ``digest`` identifies its content in result files (:func:`config_digest`)."""
+    """A named config; ``digest`` identifies its content in new records, ``digests`` in any record
+    (:func:`config_digests`)."""
 
     name: str
     config: SlimConfig
 
     @property
+    def digests(self) -> tuple[str, ...]:
+        return config_digests(self.config)
+
+    @property
     def digest(self) -> str:
-        return config_digest(self.config)
+        return self.digests[0]
 
     def describe(self) -> str:
         pruning = self.config.pruning
@@ -132,10 +157,10 @@ def run_task(task: Task, configs: Sequence[EvalConfig], pipes: Sequence[SlimPipe
         with path.open("a", encoding="utf-8") as fh:  # end a torn line so appends stay parseable
             fh.write("\n")
     current = [r for r in records if r.get("task_digest") == task.digest]
-    done = {(r["config"], r["config_digest"], r["sample_id"]) for r in current}
+    wanted = {(c.name, d) for c in configs for d in c.digests}
+    done = {(r["config"], r["sample_id"]) for r in current if (r["config"], r["config_digest"]) in wanted}
     samples = task.samples(pipes[0])
-    todo = [(s, c, p) for s in samples for c, p in zip(configs, pipes)
-            if evaluate and (c.name, c.digest, s.id) not in done]
+    todo = [(s, c, p) for s in samples for c, p in zip(configs, pipes) if evaluate and (c.name, s.id) not in done]
     with path.open("a", encoding="utf-8") as fh, tqdm(total=len(todo), desc=task.name, disable=not progress) as bar:
         for sample, config, pipe in todo:
             bar.set_postfix_str(f"{config.name} {sample.key}", refresh=False)
@@ -146,7 +171,6 @@ def run_task(task: Task, configs: Sequence[EvalConfig], pipes: Sequence[SlimPipe
             fh.flush()
             current.append(record)
             bar.update()
-    wanted = {(c.name, c.digest) for c in configs}
     ids = {s.id for s in samples}
     latest = {(r["config"], r["sample_id"]): r for r in current
               if (r["config"], r["config_digest"]) in wanted and r["sample_id"] in ids}
