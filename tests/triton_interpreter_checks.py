@@ -2,7 +2,8 @@
 that variable when the kernels are defined, so it cannot be switched on inside the test process).
 
 Checks the Triton decode kernel, in float32 on the CPU, against a float32 masked SDPA, and the static
-decode with ``decode.kernel: triton`` against the eager decode's greedy tokens. Prints one ``ok`` line
+decode with ``decode.kernel: triton`` (GPU-resident and the offload manager's) against the eager decode's
+greedy tokens. Prints one ``ok`` line
 per check; any failure raises.
 """
 
@@ -56,6 +57,17 @@ def decode_checks() -> None:
         assert fast.decoder.attention == "triton"
         assert fast.token_ids == eager, f"{arch} {name}: {fast.token_ids} != {eager}"
         print(f"ok decode {arch} {name} 12 tokens equal")
+    # the offload manager's decode, whose `auto` is this kernel on GPUs: its buffers hold swapped blocks in
+    # slots, with free slots masked inside the written range; swapping on every step (gamma 1)
+    cache = {"name": "offload", "block_size": 16, "unit_size": 4, "decode_budget": 96, "gamma": 1.0,
+             "recent_window": 4}
+    pipe = SlimPipeline.from_pretrained(tiny_model("llama", seed=2), config={**PRUNED, "cache": cache})
+    eager = pipe.generate(ids, max_new_tokens=24).token_ids
+    fast = static_generate(pipe, ids, 24, stop_at_eos=False, options={"kernel": "triton"})
+    assert type(fast.decoder).__name__ == "OffloadStaticDecoder" and fast.decoder.attention == "triton"
+    assert fast.decoder.stats()["swaps_per_step"] > 0
+    assert fast.token_ids == eager, f"offload: {fast.token_ids} != {eager}"
+    print("ok decode offload llama pruned 24 tokens equal")
 
 
 if __name__ == "__main__":
