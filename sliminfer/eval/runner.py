@@ -52,11 +52,12 @@ def config_digests(config: SlimConfig) -> tuple[str, ...]:
     content = config.model_dump()
     digests = [_digest(content)]
     for added in ADDED_FIELDS:
-        for *parents, leaf in added:
+        for path, before in added.items():
+            *parents, leaf = path
             holder: Any = content
             for key in parents:
                 holder = holder.get(key) if isinstance(holder, dict) else None
-            if not isinstance(holder, dict) or holder.get(leaf) != added[(*parents, leaf)]:
+            if not isinstance(holder, dict) or leaf not in holder or holder[leaf] != before:
                 return tuple(digests)
             del holder[leaf]
         digests.append(_digest(content))
