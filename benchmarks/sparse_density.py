@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 import sliminfer
 from sliminfer import SlimPipeline
@@ -32,13 +33,22 @@ from sliminfer.assets.texts import essay_text
 from sliminfer.core.config import ModelSection
 from sliminfer.core.loading import load_model
 
+EVAL_CONFIGS = Path(__file__).resolve().parents[1] / "eval" / "configs"
+
+
+def eval_attention(stem: str) -> dict[str, Any]:
+    """The ``attention:`` section of ``eval/configs/<stem>.yaml``, so the densities are those of the very
+    settings the accuracy records were made with."""
+    return yaml.safe_load((EVAL_CONFIGS / f"{stem}.yaml").read_text(encoding="utf-8"))["attention"]
+
+
 #: the ``attention:`` section of each method by label: the paper defaults, and the settings the accuracy
-#: configs use for SmolLM2 at 2k-8k (eval/configs/smollm2-135m-flexprefill-g95.yaml, -minference.yaml)
+#: configs use for SmolLM2 at 2k-8k
 METHODS: dict[str, dict[str, Any]] = {
     "flexprefill": {"name": "flexprefill", "min_tokens": 1024},
     "minference": {"name": "minference", "min_tokens": 1024},
-    "flexprefill-g95": {"name": "flexprefill", "min_tokens": 1024, "gamma": 0.95},
-    "minference-scaled": {"name": "minference", "min_tokens": 1024, "vertical_size": 256, "slash_size": 1024},
+    "flexprefill-g95": eval_attention("smollm2-135m-flexprefill-g95"),
+    "minference-scaled": eval_attention("smollm2-135m-minference"),
 }
 
 

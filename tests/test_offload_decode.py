@@ -109,7 +109,7 @@ def test_errors_name_the_problem() -> None:
 def test_auto_kernel_is_triton_where_it_runs(monkeypatch, triton_runs: bool, expected: str) -> None:
     """``decode.kernel: auto`` for the offload decode: the Triton kernel where it runs, ``split`` elsewhere;
     a kernel named explicitly is kept."""
-    monkeypatch.setattr("sliminfer.cache.offload.static_decode.triton_decode_available", lambda device: triton_runs)
+    monkeypatch.setattr("sliminfer.decode.kernels.triton_decode_available", lambda device: triton_runs)
     cpu = torch.device("cpu")
     assert OffloadStaticDecoder.kernel(DecodeSection(), cpu) == expected
     assert OffloadStaticDecoder.kernel(DecodeSection(kernel="sdpa"), cpu) == "sdpa"

@@ -163,12 +163,11 @@ def layout_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, selection: Bl
         return flex_block_sparse_attention(*strided, selection, scale, block_mask)
 
     rows = []
-    for label, run in (("strided, as a model gives them", as_given), ("contiguous copy + its options", copied)):
+    for label, run, options in (("strided, as a model gives them", as_given, flex_kernel_options(*strided)),
+                                ("contiguous copy + its options", copied, flex_kernel_options(q, k, v))):
         log(f"    layout: {label}")
         m = budget.run(lambda r=run: meter.measure(r))
-        rows.append({"layout": label, **m, "ms": ms(m), "tflops": tflops(flops, m)})
-    rows[1]["options"] = flex_kernel_options(*(t.contiguous() for t in strided))
-    rows[0]["options"] = flex_kernel_options(*strided)
+        rows.append({"layout": label, "options": options, **m, "ms": ms(m), "tflops": tflops(flops, m)})
     log("    layout: dense SDPA on the strided query (the stock model's call)")
     dense = budget.run(lambda: dense_sdpa(meter, *strided, scale))
     rows.append({"layout": "dense SDPA, strided query as the stock model gives it (KV heads repeated)", **dense,

@@ -36,11 +36,18 @@ KERNELS = ("auto", "sdpa", "flash", "split", "flex", "triton")
 CAPACITY_ALIGN = 256  # buffer capacities are multiples of this; also the chunk of the split kernel's reduction
 
 
+def fastest_masked_kernel(device: torch.device) -> str:
+    """The fastest kernel over a masked buffer on ``device``: ``triton`` where Triton runs, else ``split``
+    (H100, 8B shape: 0.81 against 1.27 ms of attention per step at 32k, benchmarks/results/README.md). What
+    ``auto`` means for a compiled decode, and for the offload manager's (which has only masked buffers)."""
+    return "triton" if triton_decode_available(device) else "split"
+
+
 def resolve_kernel(kernel: str, compiled: bool, device: torch.device, dtype: torch.dtype) -> str:
     """The kernel ``auto`` stands for here, or ``kernel`` itself when it can run here."""
     if kernel == "auto":
         if compiled:
-            return "triton" if triton_decode_available(device) else "split"
+            return fastest_masked_kernel(device)
         return "flash" if flash_decode_available(device, dtype) else "sdpa"
     if kernel == "flash" and not flash_decode_available(device, dtype):
         raise ConfigError("decode.kernel", "flash", "needs CUDA, float16/bfloat16 and a torch whose FlashAttention "

@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,8 @@ class EvalConfig:
     name: str
     config: SlimConfig
 
-    @property
-    def digests(self) -> tuple[str, ...]:
+    @cached_property
+    def digests(self) -> tuple[str, ...]:  # worked out once: run_task asks for it per written record
         return config_digests(self.config)
 
     @property

@@ -41,10 +41,9 @@ from sliminfer.core.config import DecodeSection
 from sliminfer.core.errors import ConfigError, InputError
 from sliminfer.core.timing import now
 from sliminfer.decode.compile_cache import compile_static
-from sliminfer.decode.kernels import MASKED_KERNELS
+from sliminfer.decode.kernels import MASKED_KERNELS, fastest_masked_kernel
 from sliminfer.decode.run import StaticOutcome, StaticRun
 from sliminfer.decode.static import StaticDecoder
-from sliminfer.decode.triton_attention import triton_decode_available
 
 if TYPE_CHECKING:
     from sliminfer.cache.offload.manager import OffloadingKVManager
@@ -110,15 +109,13 @@ class OffloadStaticDecoder(StaticDecoder):
     def kernel(options: DecodeSection, device: torch.device) -> str:
         """The attention kernel for ``options`` on ``device`` (refused before any work where this decoder has none).
 
-        ``auto`` is ``triton`` where it runs, else ``split`` (never ``flash``, which needs its own layout).
-        Measured on an H100 at 128k (benchmarks/results/h100-2026-12-07c): the offload decode 4.8 % slower
+        ``auto`` is :func:`~sliminfer.decode.kernels.fastest_masked_kernel`, compiled or not (never ``flash``,
+        which needs its own layout). Measured on an H100 at 128k (benchmarks/results/h100-2026-12-07c): the offload decode 4.8 % slower
         than the GPU-resident one with ``triton``, 7.6 % with ``split``."""
         if options.kernel != "auto" and options.kernel not in MASKED_KERNELS:  # flash needs its own layout
             raise ConfigError("decode.kernel", options.kernel, "the offload manager's static decode takes 'auto', "
                               + ", ".join(f"'{k}'" for k in MASKED_KERNELS))
-        if options.kernel == "auto":
-            return "triton" if triton_decode_available(device) else "split"
-        return options.kernel
+        return fastest_masked_kernel(device) if options.kernel == "auto" else options.kernel
 
     # hand-over -----------------------------------------------------------------------------------------
     @torch.inference_mode()
