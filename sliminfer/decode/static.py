@@ -40,6 +40,7 @@ from sliminfer.core.errors import ConfigError, InputError
 from sliminfer.decode import kernels
 from sliminfer.decode.compile_cache import compile_static
 from sliminfer.decode.kernels import CAPACITY_ALIGN, MASKED_KERNELS, flash_attend
+from sliminfer.decode.streaming import HostTokens
 from sliminfer.models.decode_parts import bind_decode_parts, fuse_projections
 
 if TYPE_CHECKING:
@@ -53,33 +54,6 @@ log = logging.getLogger(__name__)
 
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
-
-
-class _HostTokens:
-    """The tokens of the latest two steps, copied to pinned host memory without blocking: the host reads
-    one step's token while the next step runs (a CUDA event per slot says when a copy has landed)."""
-
-    def __init__(self, device: torch.device) -> None:
-        cuda = device.type == "cuda"
-        self.slots = torch.zeros(2, dtype=torch.long, pin_memory=cuda)
-        self.events = [torch.cuda.Event(), torch.cuda.Event()] if cuda else None
-        self.pushed = 0
-        self.popped = 0
-
-    def push(self, token: torch.Tensor) -> None:
-        slot = self.pushed % 2
-        self.slots[slot : slot + 1].copy_(token.reshape(1), non_blocking=True)
-        if self.events is not None:
-            self.events[slot].record()
-        self.pushed += 1
-
-    def pop(self) -> int:
-        """The oldest token not yet popped (waits for its copy only)."""
-        slot = self.popped % 2
-        if self.events is not None:
-            self.events[slot].synchronize()
-        self.popped += 1
-        return int(self.slots[slot])
 
 
 class StaticDecoder:
@@ -262,7 +236,7 @@ class StaticDecoder:
             for _ in range(steps):
                 self._run_step()
             return steps
-        host = _HostTokens(self.device)
+        host = HostTokens(self.device)
         for step in range(steps):
             self._run_step()
             host.push(self.token)
