@@ -3,6 +3,7 @@ plot; the stock variants and the best stock; plus the FLOP model, the decode flo
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from sliminfer.bench.cost import ModelCost
-from sliminfer.bench.measure import Meter
+from sliminfer.bench.measure import Meter, copy_bandwidth
 from sliminfer.bench.report import e2e_table, ttft_table
 from sliminfer.bench.shapes import (
     RANDOM_LABEL,
@@ -24,7 +25,7 @@ from sliminfer.bench.stock import (
     best_stock,
     enabled_sdpa_backends,
 )
-from sliminfer.cli.bench_cmd import length_list
+from sliminfer.cli.bench_cmd import bandwidth_arg, length_list
 from sliminfer.cli.main import main
 from sliminfer.core.pipeline import SlimPipeline
 
@@ -211,3 +212,21 @@ def test_no_cudnn_context_excludes_cudnn_on_cuda_only_for_its_mode() -> None:
         with attention_context(mode, device):
             assert "CUDNN_ATTENTION" in enabled_sdpa_backends()
     assert enabled_sdpa_backends() == before
+
+
+def test_bandwidth_flag_takes_bytes_per_second_or_copy() -> None:
+    assert bandwidth_arg("4.3e12") == 4.3e12 and bandwidth_arg("copy") == "copy"
+    for bad in ("fast", "0", "-1e12", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError, match="'copy'"):
+            bandwidth_arg(bad)
+
+
+def test_measured_copy_bandwidth_sets_the_floor(tmp_path, capsys) -> None:
+    assert copy_bandwidth(torch.device("cpu"), nbytes=1 << 20, repeats=3) > 0
+    assert main(["bench", "model.device=cpu", "--shape", "tiny-llama", "--prompt-lengths", "64", "--output-lengths", "3",
+                 "--repeats", "1", "--warmup", "0", "--modes", "sliminfer", "--decode", "static", "--no-ttft",
+                 "--bandwidth", "copy", "--out", str(tmp_path), "--name", "c", "--no-plot"]) == 0
+    floor = json.loads((tmp_path / "c.json").read_text())["points"][0]["e2e"][0]["floor_ms_per_token"]
+    assert floor["bandwidth_source"] == "measured copy" and floor["bandwidth_bytes_per_s"] > 0
+    out = capsys.readouterr().out
+    assert f"at {floor['bandwidth_bytes_per_s'] / 1e12:.2f} TB/s, measured copy)" in out

@@ -53,6 +53,7 @@ class GridSettings:
     decoders: tuple[str, ...] = DECODERS  # sliminfer end-to-end paths
     measure_ttft: bool = True
     bandwidth: float = H100_SXM_BANDWIDTH
+    bandwidth_source: str = "given"  # or "measured copy": :func:`~sliminfer.bench.measure.copy_bandwidth` here
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,6 +143,7 @@ class GridRunner:
             "stock": self.cost.decode_floor_s([n] * self.cost.num_layers, new, s.bandwidth) * 1e3,
             "sliminfer": self.cost.decode_floor_s(tokens, new, s.bandwidth) * 1e3,
             "bandwidth_bytes_per_s": s.bandwidth,
+            "bandwidth_source": s.bandwidth_source,
         }
         row["achieved_gb_per_s"] = _achieved_bandwidth(row, self.cost.decode_bytes_per_token([n] * self.cost.num_layers,
                                                        new), self.cost.decode_bytes_per_token(tokens, new))

@@ -165,8 +165,10 @@ def summary(record: dict[str, Any]) -> str:
         parts += ["", "Time to first token (median)", ttft_table(points)]
     rows = [e for p in points for e in p.get("e2e", [])]
     if rows:
-        bw = rows[0]["floor_ms_per_token"]["bandwidth_bytes_per_s"] / 1e12
-        parts += ["", f"End to end (median; floor = weights + KV read per token at {bw:.2f} TB/s)",
+        floor = rows[0]["floor_ms_per_token"]
+        source = "" if floor.get("bandwidth_source", "given") == "given" else f", {floor['bandwidth_source']}"
+        parts += ["", f"End to end (median; floor = weights + KV read per token at "
+                      f"{floor['bandwidth_bytes_per_s'] / 1e12:.2f} TB/s{source})",
                   e2e_table(points)]
     return "\n".join(parts)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from sliminfer.bench.cost import H100_SXM_BANDWIDTH
 from sliminfer.bench.grid import ALL_MODES, DECODERS, MODES, GridSettings
+from sliminfer.bench.measure import copy_bandwidth
 from sliminfer.bench.report import plot, summary, write_json
 from sliminfer.bench.run import load_bench_pipeline, run_bench
 from sliminfer.bench.shapes import shape_names
@@ -49,8 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="sliminfer end-to-end decode paths: eager and/or static (its kernel, graph and "
                              "compile come from the config's decode section, e.g. decode.kernel=sdpa)")
     parser.add_argument("--no-ttft", action="store_true", help="skip the separate TTFT measurements")
-    parser.add_argument("--bandwidth", type=float, default=H100_SXM_BANDWIDTH,
-                        help="memory bandwidth in bytes/s for the decode floor (default: H100 SXM)")
+    parser.add_argument("--bandwidth", type=bandwidth_arg, default=H100_SXM_BANDWIDTH,
+                        help="memory bandwidth in bytes/s for the decode floor (default: the H100 SXM's 3.35e12), "
+                             "or 'copy': what a device-to-device copy moves on this run's device, measured first")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("out/bench"), help="directory for the JSON and PNG")
     parser.add_argument("--name", help="file name stem (default: bench-<model>)")
@@ -67,6 +69,19 @@ def length_list(text: str) -> list[int]:
             raise argparse.ArgumentTypeError(f"{item!r} is not a token count (e.g. 4096 or 4k)")
         out.append(int(match.group(1)) * (1024 if match.group(2) else 1))
     return out
+
+
+def bandwidth_arg(text: str) -> float | str:
+    """``--bandwidth``: a positive number of bytes/s, or ``copy`` (measure a device-to-device copy)."""
+    if text == "copy":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give bytes/s (e.g. 4.3e12) or 'copy'")
+    return value
 
 
 def choice_list(allowed: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
@@ -92,10 +107,14 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--prompt-lengths", "", "give at least one prompt length")
     config = load_config(config_source, overrides)
     pipe, info = load_bench_pipeline(config, args.shape, args.seed)
+    bandwidth, source = args.bandwidth, "given"
+    if bandwidth == "copy":
+        bandwidth, source = copy_bandwidth(pipe.device), "measured copy"
+        print(f"a device-to-device copy moves {bandwidth / 1e12:.2f} TB/s here (bytes read + written): the floor's bandwidth")
     settings = GridSettings(
         prompt_lengths=args.prompt_lengths, output_lengths=args.output_lengths, repeats=args.repeats,
         warmup=args.warmup, modes=args.modes, decoders=args.decode, measure_ttft=not args.no_ttft,
-        bandwidth=args.bandwidth, seed=args.seed,
+        bandwidth=bandwidth, bandwidth_source=source, seed=args.seed,
     )
     record = run_bench(pipe, info, settings)
     stem = args.name or f"bench-{re.sub(r'[^A-Za-z0-9._-]+', '_', Path(str(info['name'])).name)}"
