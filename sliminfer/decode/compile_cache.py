@@ -13,8 +13,10 @@ With ``autotune`` the compile also times inductor's alternatives for each matmul
 GPU (:data:`AUTOTUNE_OPTIONS`): one token's matmuls are matrix-vector products, bound by reading the
 weights, and the tuned, fused kernels read them faster than the default ones (8B shape at 32k on an
 H100: 6.60 against 6.99 ms per token, benchmarks/results/h100-2026-12-07c). The timings land in the
-same cache, so a later process should not tune again; the first compile of a shape took over two minutes
-with it there, so ``decode.autotune`` is opt-in.
+same cache, yet a later process still re-times part of them: the first call of a new shape took 194 s
+with it (55 s without), a second process's 34-51 s (13 s without; 8B at 32k, H100, 2026-12-07), so
+``decode.autotune`` is opt-in. Inductor also points Triton's cache there (``TRITON_CACHE_DIR``, unless
+set), where sliminfer's Triton decode kernel keeps its own tile timings.
 """
 
 from __future__ import annotations

@@ -111,12 +111,14 @@ if triton is not None:
         out = tl.sum(acc * weight[:, None], 0) / tl.sum(l_s * weight, 0)
         tl.store(out_ptr + q_head * HEAD_DIM + dims, out.to(out_ptr.dtype.element_ty), mask=dims < HEAD_DIM)
 
-    #: the partial kernel's tile and launch choices, timed once per buffer capacity on first use
+    #: the partial kernel's tile and launch choices, timed once per buffer capacity on first use; the
+    #: timings go to Triton's on-disk cache, so a later process does not time them again (about 4.4 s of
+    #: a second process's first 8B decode at 32k went to this tuning on an H100, 2026-12-07)
     _AUTOTUNE_CONFIGS = [
         triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s)
         for n, w, s in ((32, 4, 3), (64, 4, 3), (64, 4, 4), (64, 8, 3), (128, 4, 3), (128, 8, 3), (128, 8, 2))
     ]
-    _partial_tuned = triton.autotune(configs=_AUTOTUNE_CONFIGS, key=["cap", "n_splits"])(
+    _partial_tuned = triton.autotune(configs=_AUTOTUNE_CONFIGS, key=["cap", "n_splits"], cache_results=True)(
         _partial_kernel)
 
 
