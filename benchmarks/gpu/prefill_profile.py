@@ -1,0 +1,97 @@
+"""Where a pruned prefill's time goes: GPU kernels grouped by kind, and how long the GPU sits idle.
+
+Why: at 32k the paper's schedule plus FlexPrefill @10 % takes about 0.45 s on an H100, while its matmuls
+alone (about 200 TFLOP) need about 0.3 s; this says whether the rest is elementwise kernels (norms, RoPE,
+SiLU over 32k-token activations), the sparse attention's estimation and mask building, or the host
+keeping the GPU waiting. Llama-3.1-8B shape, random bf16 weights, the ``llama-3.1-8b`` preset with the
+``key=value`` overrides given; ``prefill`` timed with CUDA events (median of ``--repeats`` after one
+warm-up), then ``torch.profiler`` over one more. Writes ``<name>.json`` under ``--out``.
+
+    python3 benchmarks/gpu/prefill_profile.py --out $OUT attention.name=flexprefill attention.density=0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from decode_profile import group_of  # noqa: E402
+
+from sliminfer import SlimPipeline, load_config  # noqa: E402
+from sliminfer.bench.shapes import build_random_model  # noqa: E402
+
+#: prefill kernels the decode's groups do not name, looked up first
+PREFILL_GROUPS = (("attention (flash / flex / sdpa)", ("flash", "fmha", "attention", "triton_tem", "flex")),)
+
+
+def prefill_group(name: str) -> str:
+    low = name.lower()
+    for label, keys in PREFILL_GROUPS:
+        if any(k in low for k in keys):
+            return label
+    return group_of(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the llama-3.1-8b preset")
+    parser.add_argument("--prompt", type=int, default=32768)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=os.environ.get("OUT", "out"))
+    parser.add_argument("--name", default="prefill_profile")
+    args = parser.parse_args()
+    device = torch.device("cuda")
+    model = build_random_model("llama-3.1-8b", torch.bfloat16, device, "sdpa", 0)
+    pipe = SlimPipeline(model, None, load_config("llama-3.1-8b", args.overrides))
+    ids = torch.randint(0, 128000, (1, args.prompt), generator=torch.Generator().manual_seed(0)).to(device)
+    pipe.prefill(ids)  # warm-up: compiles FlexAttention's kernels
+    times = []
+    for _ in range(args.repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        pipe.prefill(ids)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    wall_ms = statistics.median(times)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        pipe.prefill(ids)
+        torch.cuda.synchronize()
+    per_group: dict[str, float] = defaultdict(float)
+    kernels, host_ops = [], []
+    for e in prof.key_averages():
+        if e.device_time_total > 0 and not e.key.startswith("aten::"):
+            ms = e.device_time_total / 1e3
+            per_group[prefill_group(e.key)] += ms
+            kernels.append({"name": e.key[:100], "calls": e.count, "ms": ms})
+        elif e.key.startswith("aten::") and e.self_cpu_time_total > 0:
+            host_ops.append({"name": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3})
+    busy = sum(per_group.values())
+    print(f"prefill {args.prompt} tokens {args.overrides}: {wall_ms:.1f} ms (median of {args.repeats}); GPU kernels "
+          f"{busy:.1f} ms, idle {wall_ms - busy:.1f} ms ({(wall_ms - busy) / wall_ms:.0%})")
+    for label, ms in sorted(per_group.items(), key=lambda kv: -kv[1]):
+        print(f"  {ms:8.2f} ms  {ms / busy:6.1%}  {label}")
+    kernels.sort(key=lambda k: -k["ms"])
+    for k in kernels[:20]:
+        print(f"    {k['ms']:8.2f} ms  x{k['calls']:<5} {k['name']}")
+    host_ops.sort(key=lambda k: -k["self_cpu_ms"])
+    print("host (self CPU ms):", ", ".join(f"{h['name']} {h['self_cpu_ms']:.1f} x{h['calls']}" for h in host_ops[:10]))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / f"{args.name}.json").write_text(json.dumps(
+        {"prompt": args.prompt, "overrides": args.overrides, "device": torch.cuda.get_device_name(),
+         "torch": torch.__version__, "wall_ms": wall_ms, "times_ms": times, "gpu_busy_ms": busy, "groups": per_group,
+         "kernels": kernels[:60], "host_ops": host_ops[:40]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
