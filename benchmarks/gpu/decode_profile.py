@@ -46,6 +46,30 @@ def group_of(name: str) -> str:
     return "other"
 
 
+def kernel_breakdown(events, per: float, group=group_of) -> tuple[dict[str, float], list[dict[str, object]]]:
+    """GPU ms of a profile's kernels (``torch.profiler``'s ``key_averages()``) divided by ``per`` (steps, or 1):
+    summed by ``group`` of the kernel name, and each kernel's own, slowest first."""
+    per_group: dict[str, float] = defaultdict(float)
+    kernels = []
+    for e in events:
+        if e.device_time_total <= 0 or e.key.startswith("aten::"):
+            continue
+        ms = e.device_time_total / 1e3 / per
+        per_group[group(e.key)] += ms
+        kernels.append({"name": e.key[:100], "calls": e.count / per, "ms": ms})
+    kernels.sort(key=lambda k: -k["ms"])
+    return dict(per_group), kernels
+
+
+def print_breakdown(per_group: dict[str, float], kernels: list[dict[str, object]], top: int) -> None:
+    """Each group's ms and share, then the ``top`` slowest kernels."""
+    total = sum(per_group.values())
+    for label, ms in sorted(per_group.items(), key=lambda kv: -kv[1]):
+        print(f"  {ms:8.3f} ms  {ms / total:6.1%}  {label}")
+    for k in kernels[:top]:
+        print(f"    {k['ms']:8.3f} ms  x{k['calls']:<5.0f} {k['name']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompt", type=int, default=32768)
@@ -76,14 +100,7 @@ def main() -> None:
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         decoder.decode(args.steps)
         torch.cuda.synchronize()
-    per_group: dict[str, float] = defaultdict(float)
-    kernels = []
-    for e in prof.key_averages():
-        if e.device_time_total <= 0 or e.key.startswith("aten::"):
-            continue
-        ms = e.device_time_total / 1e3 / args.steps
-        per_group[group_of(e.key)] += ms
-        kernels.append({"name": e.key[:100], "calls_per_step": e.count / args.steps, "ms_per_step": ms})
+    per_group, kernels = kernel_breakdown(prof.key_averages(), args.steps)
     total = sum(per_group.values())
     cost = ModelCost.of(pipe.adapter)
     floor_ms = cost.decode_floor_s(prefill.tokens_per_layer, args.steps, args.bandwidth) * 1e3
@@ -92,11 +109,7 @@ def main() -> None:
     print(f"graph decode ({args.kernel}, {'compiled' if args.compile else 'not compiled'}), {args.prompt} prompt: "
           f"{wall_ms:.2f} ms/token wall ({achieved:.0f} GB/s of {step_bytes / 1e9:.2f} GB/step); GPU kernels "
           f"{total:.2f} ms/step; floor {floor_ms:.2f} ms at {args.bandwidth / 1e12:.2f} TB/s")
-    for label, ms in sorted(per_group.items(), key=lambda kv: -kv[1]):
-        print(f"  {ms:7.3f} ms  {ms / total:6.1%}  {label}")
-    kernels.sort(key=lambda k: -k["ms_per_step"])
-    for k in kernels[:12]:
-        print(f"    {k['ms_per_step']:7.3f} ms  x{k['calls_per_step']:<5.0f} {k['name']}")
+    print_breakdown(per_group, kernels, 12)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     tuning = {"max_autotune": inductor.max_autotune, "coordinate_descent_tuning": inductor.coordinate_descent_tuning}
     print(f"inductor: {tuning}")

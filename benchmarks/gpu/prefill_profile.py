@@ -17,13 +17,12 @@ import json
 import os
 import statistics
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decode_profile import group_of  # noqa: E402
+from decode_profile import group_of, kernel_breakdown, print_breakdown  # noqa: E402
 
 from sliminfer import SlimPipeline, load_config  # noqa: E402
 from sliminfer.bench.shapes import build_random_model  # noqa: E402
@@ -67,24 +66,15 @@ def main() -> None:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         pipe.prefill(ids)
         torch.cuda.synchronize()
-    per_group: dict[str, float] = defaultdict(float)
-    kernels, host_ops = [], []
-    for e in prof.key_averages():
-        if e.device_time_total > 0 and not e.key.startswith("aten::"):
-            ms = e.device_time_total / 1e3
-            per_group[prefill_group(e.key)] += ms
-            kernels.append({"name": e.key[:100], "calls": e.count, "ms": ms})
-        elif e.key.startswith("aten::") and e.self_cpu_time_total > 0:
-            host_ops.append({"name": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3})
+    events = prof.key_averages()
+    per_group, kernels = kernel_breakdown(events, 1, prefill_group)
+    host_ops = sorted(({"name": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3}
+                       for e in events if e.key.startswith("aten::") and e.self_cpu_time_total > 0),
+                      key=lambda h: -h["self_cpu_ms"])
     busy = sum(per_group.values())
     print(f"prefill {args.prompt} tokens {args.overrides}: {wall_ms:.1f} ms (median of {args.repeats}); GPU kernels "
           f"{busy:.1f} ms, idle {wall_ms - busy:.1f} ms ({(wall_ms - busy) / wall_ms:.0%})")
-    for label, ms in sorted(per_group.items(), key=lambda kv: -kv[1]):
-        print(f"  {ms:8.2f} ms  {ms / busy:6.1%}  {label}")
-    kernels.sort(key=lambda k: -k["ms"])
-    for k in kernels[:20]:
-        print(f"    {k['ms']:8.2f} ms  x{k['calls']:<5} {k['name']}")
-    host_ops.sort(key=lambda k: -k["self_cpu_ms"])
+    print_breakdown(per_group, kernels, 20)
     print("host (self CPU ms):", ", ".join(f"{h['name']} {h['self_cpu_ms']:.1f} x{h['calls']}" for h in host_ops[:10]))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / f"{args.name}.json").write_text(json.dumps(
