@@ -157,7 +157,7 @@ def test_unknown_top_level_key_lists_allowed(tmp_path):
     path = tmp_path / "typo.yaml"
     path.write_text("modle: {dtype: float32}\n")
     err = config_error(path, "modle: got {'dtype': 'float32'}", "unknown key",
-                       "allowed keys: attention, cache, decode, generation, model, prompt_filter, pruning")
+                       "allowed keys: attention, cache, decode, generation, model, prefill, prompt_filter, pruning")
     assert err.field == "modle"
 
 

@@ -279,16 +279,18 @@ def test_report_only_evaluates_nothing(tiny_runs, tmp_path, monkeypatch):
 
 def test_recorded_digests_survive_new_config_fields() -> None:
     """The digests that committed result files carry still name these configs: eval/results/passkey.jsonl
-    (2026-11-23, before attention/prompt_filter/decode) and eval/results/sparse/ (before decode.autotune).
-    A field added to the config since must be in ADDED_FIELDS, or every recorded sample would look stale
-    and be run again; a config away from a field's "as before" value matches only the newer records."""
+    (2026-11-23, before attention/prompt_filter/decode), eval/results/sparse/ (before decode.autotune) and
+    those made before the prefill section (2026-12-07). A field added to the config since must be in
+    ADDED_FIELDS, or every recorded sample would look stale and be run again; a config away from a field's
+    "as before" value matches only the newer records."""
     origin = config_digests(load_config("origin"))
-    assert origin[1:] == ("881f84ad85", "2a68212d92")
-    assert config_digests(load_config("smollm2-135m"))[1:] == ("da1916e810", "826d19afd5")
+    assert origin[1:] == ("e20f45f035", "881f84ad85", "2a68212d92")
+    assert config_digests(load_config("smollm2-135m"))[1:] == ("32629a53a4", "da1916e810", "826d19afd5")
     tuned = config_digests(load_config("origin", ["decode.autotune=true"]))
-    assert len(tuned) == 1 and tuned[0] != origin[0]
+    assert len(tuned) == 2 and tuned[0] != origin[0]  # it existed before the prefill section only
+    assert len(config_digests(load_config("origin", ["prefill.compile=true"]))) == 1
     sparse = config_digests(load_config("eval/configs/smollm2-135m-flexprefill-g95.yaml"))
-    assert sparse[1] == "0da6c94125" and len(sparse) == 2  # its attention section did not exist in the oldest
+    assert sparse[2] == "0da6c94125" and len(sparse) == 3  # its attention section did not exist in the oldest
 
 
 def test_records_of_an_older_schema_are_reused(tiny_runs, tmp_path):

@@ -35,6 +35,7 @@ from sliminfer.core.prompts import check_length
 from sliminfer.core.results import PrefillResult, PromptSelection
 from sliminfer.core.timing import now
 from sliminfer.decode.kernels import decode_attention_kernels
+from sliminfer.models.prefill_ops import PrefillOps
 from sliminfer.strategies.block_selection import blocks_to_keep, select_kept_indices
 
 if TYPE_CHECKING:
@@ -59,8 +60,11 @@ class StagedForward:
         attention: AttentionStrategy | None = None,
         attention_layers: Iterable[int] = (),
         prompt_filter: PromptFilter | None = None,
+        compile_prefill: bool = False,
     ) -> None:
         self.adapter = adapter
+        #: the layers' norms, RoPE and MLP compiled (``prefill.compile``), else None: the modules' own forwards
+        self.prefill_ops = PrefillOps(adapter._rope) if compile_prefill else None
         self.scorer = scorer
         self.schedule = schedule
         self.attention = attention
@@ -163,13 +167,9 @@ class StagedForward:
             keep_blocks = (blocks_to_keep(positions.numel(), self.scorer.block_size, budget, self.scorer.window)
                            if budget else None)
             window_in = hidden[:, -self.scorer.window :] if keep_blocks else None
-            attend = self.attend.get(layer)
-            if attend is not None:
-                hidden = adapter.attention_block_with(layer, hidden, (cos, sin), mask, cache, attend)
-            else:
-                hidden = adapter.attention_block(layer, hidden, (cos, sin), mask, cache)
+            hidden = self._attention_block(layer, hidden, (cos, sin), mask, cache)
             if not self.prune_after_attention:
-                hidden = adapter.mlp_block(layer, hidden, chunk)
+                hidden = adapter.mlp_block(layer, hidden, chunk, self.prefill_ops)
             if keep_blocks:
                 w = window_in.shape[1]
                 idx = self._select(layer, window_in, (cos[:, -w:], sin[:, -w:]), cache, keep_blocks, budget, positions)
@@ -177,8 +177,18 @@ class StagedForward:
                 cos, sin = cos[:, idx], sin[:, idx]
                 mask = adapter.causal_mask(positions.numel(), hidden)
             if self.prune_after_attention:
-                hidden = adapter.mlp_block(layer, hidden, chunk)
+                hidden = adapter.mlp_block(layer, hidden, chunk, self.prefill_ops)
         return hidden, kept
+
+    def _attention_block(self, layer: int, hidden: torch.Tensor, pe: PositionEmbeddings, mask: torch.Tensor | None,
+                         cache: KVCacheManager | None) -> torch.Tensor:
+        """A prefill layer's attention block: the attention strategy's where it covers the layer, the model's
+        own otherwise; with compiled prefill ops, always the decomposed block (the same attention function)."""
+        attend = self.attend.get(layer)
+        if attend is None and self.prefill_ops is None:
+            return self.adapter.attention_block(layer, hidden, pe, mask, cache)
+        return self.adapter.attention_block_with(layer, hidden, pe, mask, cache, attend or self.adapter.own_attention,
+                                                 self.prefill_ops)
 
     def _filter(self, input_ids: torch.Tensor, cache: KVCacheManager) -> torch.Tensor:
         """The prompt filter's first pass: layers ``0 .. layer - 1`` over the whole prompt with each layer's
@@ -191,8 +201,10 @@ class StagedForward:
         mask = adapter.causal_mask(n, hidden)
         for layer in range(chosen_by.layer):
             hidden, pe, mask, _ = self._to_layer_device(layer, hidden, pe, mask)
-            hidden = adapter.attention_block(layer, hidden, pe, mask, None)
-            hidden = adapter.mlp_block(layer, hidden, cache.prefill_chunk_tokens)
+            hidden = (adapter.attention_block(layer, hidden, pe, mask, None) if self.prefill_ops is None else
+                      adapter.attention_block_with(layer, hidden, pe, mask, None, adapter.own_attention,
+                                                   self.prefill_ops))
+            hidden = adapter.mlp_block(layer, hidden, cache.prefill_chunk_tokens, self.prefill_ops)
         hidden, pe, _, _ = self._to_layer_device(chosen_by.layer, hidden, pe)
         query, keys = adapter.last_query_and_keys(chosen_by.layer, hidden, pe)
         kept = chosen_by.select(query, keys)

@@ -75,7 +75,7 @@ class SlimPipeline:
         prompt_filter = build_prompt_filter(self.config, self.registry, self.adapter.num_layers)
         self.forward = StagedForward(
             self.adapter, self.registry, scorer, schedule, pruning.prune_point if pruning else "after_attention",
-            attention, layers, prompt_filter,
+            attention, layers, prompt_filter, self.config.prefill.compile,
         )
         self._cache_options = self.registry.options("cache", self.config.cache, "cache")
         self._static_decoder: Any = None  # the static decode's buffers and graph, kept for the next call

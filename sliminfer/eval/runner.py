@@ -33,6 +33,7 @@ from sliminfer.eval.base import Record, Task
 #: values still matches it (:func:`config_digests`), so its recorded samples are reused, not run again.
 #: A field added to the config goes into a new first entry here, with its default.
 ADDED_FIELDS: tuple[dict[tuple[str, ...], Any], ...] = (
+    {("prefill",): {"compile": False}},  # 2026-12-07, fourth session
     {("decode", "autotune"): False},  # 2026-12-07
     {  # between 2026-11-23 (eval/results/*.jsonl) and 2026-12-07 (eval/results/sparse/)
         ("attention",): None,

@@ -20,13 +20,14 @@ import torch
 
 from sliminfer.core.errors import UnsupportedModelError
 from sliminfer.core.strategy import Strategy
-from sliminfer.models.decode_parts import DecodeParts
+from sliminfer.models.decode_parts import DecodeParts, project_qkv
 from sliminfer.models.sharding import HeadShards, find_head_shards
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from sliminfer.cache.base import KVCacheManager
+    from sliminfer.models.prefill_ops import PrefillOps
 
 PositionEmbeddings = tuple[torch.Tensor, torch.Tensor]
 #: ``attend(module, q, k, v, mask) -> [b, n, q_heads * d]``: a layer's attention between its q/k/v (after
@@ -226,14 +227,16 @@ class ModelAdapter(Strategy, DecodeParts):
         hidden: torch.Tensor,
         position_embeddings: PositionEmbeddings,
         attention_mask: torch.Tensor | None,
-        cache: KVCacheManager,
+        cache: KVCacheManager | None,
         attend: Attend,
+        ops: PrefillOps | None = None,
     ) -> torch.Tensor:
         """:meth:`attention_block` with ``attend(module, q, k, v, mask)`` in place of the layer's attention
         function (a prefill attention strategy): input norm, q/k/v projections with any q/k norm and RoPE,
         the cache update, ``attend``, then o_proj and the residual. With :meth:`own_attention` as
-        ``attend`` it equals :meth:`attention_block` exactly."""
-        return self._decomposed_block(layer, hidden, position_embeddings, attention_mask, cache, attend)
+        ``attend`` it equals :meth:`attention_block` exactly; with ``ops`` (``prefill.compile``) the norm
+        and RoPE run compiled, unless this adapter computes q/k/v its own way (overrides ``decode_qkv``)."""
+        return self._decomposed_block(layer, hidden, position_embeddings, attention_mask, cache, attend, ops=ops)
 
     def _decomposed_block(
         self,
@@ -241,17 +244,22 @@ class ModelAdapter(Strategy, DecodeParts):
         hidden: torch.Tensor,
         position_embeddings: PositionEmbeddings,
         attention_mask: torch.Tensor | None,
-        cache: KVCacheManager,
+        cache: KVCacheManager | None,
         attend: Attend,
         observe: bool = False,
+        ops: PrefillOps | None = None,
     ) -> torch.Tensor:
         """The attention module's forward in its pieces (the decode parts' q/k/v and output), ``attend``
         between them; with ``observe``, the queries go to ``cache.observe_query`` first."""
         parts = self._attention_lookup()[0]
-        q, k, v = parts.qkv(layer, hidden, position_embeddings)
-        if observe:
-            cache.observe_query(layer, q)
-        k, v = cache.update(k, v, layer)
+        if ops is not None and type(self).decode_qkv is DecodeParts.decode_qkv:
+            q, k, v = project_qkv(self, layer, hidden, position_embeddings, None, ops)
+        else:
+            q, k, v = parts.qkv(layer, hidden, position_embeddings)
+        if cache is not None:  # None: a prompt filter's first pass, whose KV nothing reads
+            if observe:
+                cache.observe_query(layer, q)
+            k, v = cache.update(k, v, layer)
         out = attend(self.layers[layer].self_attn, q, k, v, attention_mask)
         return parts.output(layer, hidden, out)
 
@@ -301,17 +309,24 @@ class ModelAdapter(Strategy, DecodeParts):
             self.__dict__["_attention_lookup_cache"] = cached
         return cached[1], cached[2]
 
-    def mlp_block(self, layer: int, hidden: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    def mlp_block(self, layer: int, hidden: torch.Tensor, chunk: int | None = None,
+                  ops: PrefillOps | None = None) -> torch.Tensor:
         """``hidden + mlp(post_attention_layernorm(hidden))``; with ``chunk``, over at most that many tokens
         at a time, written into ``hidden`` in place (the caller's tensor is consumed), so the activations
-        stay those of one chunk."""
+        stay those of one chunk; with ``ops`` (``prefill.compile``), norm and MLP run compiled."""
         block = self.layers[layer]
+
+        def mlp(x: torch.Tensor) -> torch.Tensor:
+            if ops is None:
+                return block.mlp(block.post_attention_layernorm(x))
+            return ops.mlp(block.post_attention_layernorm, block.mlp, x)
+
         n = hidden.shape[1]
         if chunk is None or n <= chunk:
-            return hidden + block.mlp(block.post_attention_layernorm(hidden))
+            return hidden + mlp(hidden)
         for start in range(0, n, chunk):
             part = hidden[:, start : start + chunk]
-            part += block.mlp(block.post_attention_layernorm(part))
+            part += mlp(part)
         return hidden
 
     def window_queries(self, layer: int, hidden: torch.Tensor, position_embeddings: PositionEmbeddings) -> torch.Tensor:

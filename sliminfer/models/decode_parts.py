@@ -26,6 +26,7 @@ import torch
 
 if TYPE_CHECKING:
     from sliminfer.models.base import ModelAdapter, PositionEmbeddings
+    from sliminfer.models.prefill_ops import PrefillOps
 
 
 def _fusable(linears: list[Any]) -> bool:
@@ -208,13 +209,14 @@ def fuse_projections(adapter: Any, gate_up: bool = True) -> FusedProjections | N
     return fused
 
 
-def _project_qkv(
+def project_qkv(
     adapter: Any, layer: int, hidden: torch.Tensor, position_embeddings: PositionEmbeddings,
-    fused: _FusedGroup | None,
+    fused: _FusedGroup | None, ops: PrefillOps | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q/k/v as the attention module computes them; with ``ops``, the input norm and RoPE run compiled."""
     block = adapter.layers[layer]
     attn = block.self_attn
-    x = block.input_layernorm(hidden)
+    x = block.input_layernorm(hidden) if ops is None else ops.norm(block.input_layernorm, hidden)
     shape = (*x.shape[:-1], -1, attn.head_dim)
     if fused is not None:
         flat = torch.nn.functional.linear(x, fused.weight, fused.bias).split(fused.sizes, dim=-1)
@@ -226,7 +228,7 @@ def _project_qkv(
         q, k = q_norm(q), attn.k_norm(k)
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     cos, sin = position_embeddings
-    q, k = adapter._rope(q, k, cos, sin)
+    q, k = (adapter._rope if ops is None else ops.rope)(q, k, cos, sin)
     return q, k, v
 
 
@@ -257,7 +259,7 @@ class DecodeParts:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(q, k, v)`` of ``hidden``'s tokens at ``layer``: ``[b, q_heads, n, d]`` and ``[b, kv_heads, n, d]``,
         after the input norm, projections, any q/k norm and RoPE (what the attention module feeds its kernel)."""
-        return _project_qkv(self, layer, hidden, position_embeddings, None)
+        return project_qkv(self, layer, hidden, position_embeddings, None)
 
     def decode_mlp(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
         """``hidden + mlp(post_attention_layernorm(hidden))``."""
@@ -302,7 +304,7 @@ def bind_decode_parts(adapter: ModelAdapter, fused: FusedProjections | None = No
 
 def _fused_qkv(adapter: Any, layers: list[FusedLayer]) -> Any:
     def qkv(layer: int, hidden: torch.Tensor, position_embeddings: PositionEmbeddings) -> Any:
-        return _project_qkv(adapter, layer, hidden, position_embeddings, layers[layer].qkv)
+        return project_qkv(adapter, layer, hidden, position_embeddings, layers[layer].qkv)
 
     return qkv
 

@@ -1,0 +1,63 @@
+"""``prefill.compile``: each layer's norms, RoPE and MLP compiled (sliminfer.models.prefill_ops).
+
+Oracle: the eager prefill of the same pipeline config. Compiled kernels round differently, so logits are
+compared in float32 with a tolerance and the greedy tokens must be equal; the KV each layer keeps too.
+One compiled graph must serve every layer (modules are arguments), or a 32-layer model would compile 32
+times and fall back to eager past torch's recompile limit.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from sliminfer import SlimPipeline, load_config
+from sliminfer.bench.shapes import build_random_model
+from sliminfer.core.errors import ConfigError
+
+PRUNED = ["pruning.scorer.name=token_unit", "pruning.schedule.name=fixed", "pruning.schedule.layers=[1]",
+          "pruning.schedule.budgets=[256]"]
+
+
+def _pair(shape: str, overrides: list[str]) -> tuple[SlimPipeline, SlimPipeline]:
+    model = build_random_model(shape, torch.float32, torch.device("cpu"), "sdpa", 0)
+    eager = SlimPipeline(model, None, load_config(None, ["model.device=cpu", *overrides]))
+    compiled = SlimPipeline(model, None, load_config(None, ["model.device=cpu", "prefill.compile=true", *overrides]))
+    return eager, compiled
+
+
+@pytest.mark.parametrize(("shape", "overrides"), [
+    ("tiny-llama", PRUNED),
+    ("tiny-qwen2", []),
+    ("tiny-llama", [*PRUNED, "attention.name=flexprefill", "attention.min_budget=128", "attention.min_tokens=256"]),
+    ("tiny-llama", ["prompt_filter.name=gemfilter", "prompt_filter.layer=2", "prompt_filter.tokens=256"]),
+    ("tiny-llama", [*PRUNED, "cache.name=offload", "cache.decode_budget=128"]),
+])
+def test_compiled_prefill_matches_the_eager_one(shape: str, overrides: list[str]) -> None:
+    eager, compiled = _pair(shape, overrides)
+    ids = torch.randint(0, 100, (1, 700), generator=torch.Generator().manual_seed(1))
+    want, got = eager.prefill(ids), compiled.prefill(ids)
+    assert got.tokens_per_layer == want.tokens_per_layer
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-5, rtol=1e-5)
+    for layer in range(len(want.tokens_per_layer)):
+        for kv in ("layer_keys", "layer_values"):
+            torch.testing.assert_close(getattr(got.cache, kv)(layer), getattr(want.cache, kv)(layer), atol=1e-5,
+                                       rtol=1e-5)
+    assert compiled.generate(ids, max_new_tokens=6).token_ids == eager.generate(ids, max_new_tokens=6).token_ids
+
+
+def test_one_graph_serves_every_layer() -> None:
+    torch._dynamo.reset()
+    counters.clear()
+    _, compiled = _pair("tiny-llama", PRUNED)
+    for n in (700, 530):  # two prompt lengths, four layers at two lengths each
+        compiled.prefill(torch.randint(0, 100, (1, n)))
+    # norm, RoPE and MLP: a static graph for the first shape, then one dynamic graph each for all others
+    assert counters["stats"]["unique_graphs"] <= 6, dict(counters["stats"])
+
+
+def test_prefill_compile_must_be_a_boolean() -> None:
+    with pytest.raises(ConfigError, match="prefill.compile"):
+        load_config(None, ["prefill.compile=sometimes"])
+    assert load_config(None).prefill.compile is False
