@@ -15,7 +15,9 @@ def env(monkeypatch, tmp_path):
     monkeypatch.setenv("SLIMINFER_CACHE", str(tmp_path))
     monkeypatch.delenv("SLIMINFER_COMPILE_CACHE", raising=False)
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
     monkeypatch.setattr(compile_cache, "_USER_DIR", None)
+    monkeypatch.setattr(compile_cache, "_USER_TRITON_DIR", None)
     return monkeypatch, tmp_path
 
 
@@ -24,6 +26,15 @@ def test_inductor_caches_under_sliminfers_cache_folder(env) -> None:
     path = compile_cache.use_compile_cache()
     assert path == tmp_path / "compile" and path.is_dir()
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(path)
+    assert os.environ["TRITON_CACHE_DIR"] == str(path / "triton")  # Triton's kernels and autotune timings
+
+
+def test_a_triton_cache_the_user_chose_wins(env) -> None:
+    monkeypatch, tmp_path = env
+    monkeypatch.setattr(compile_cache, "_USER_TRITON_DIR", "/triton/elsewhere")
+    monkeypatch.setenv("TRITON_CACHE_DIR", "/triton/elsewhere")
+    assert compile_cache.use_compile_cache() == tmp_path / "compile"
+    assert os.environ["TRITON_CACHE_DIR"] == "/triton/elsewhere"
 
 
 def test_switched_off_leaves_torch_alone(env) -> None:
@@ -31,6 +42,7 @@ def test_switched_off_leaves_torch_alone(env) -> None:
     monkeypatch.setenv("SLIMINFER_COMPILE_CACHE", "0")
     assert compile_cache.use_compile_cache() is None
     assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ and not (tmp_path / "compile").exists()
+    assert "TRITON_CACHE_DIR" not in os.environ
 
 
 def test_a_folder_the_user_chose_wins(env) -> None:

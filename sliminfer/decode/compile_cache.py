@@ -6,8 +6,13 @@ disk and a later process reuses them, but by default under ``/tmp/torchinductor_
 reboot or a tmp cleaner empties. Before the first compile, sliminfer points ``TORCHINDUCTOR_CACHE_DIR``
 at ``<sliminfer cache>/compile`` (``~/.cache/sliminfer/compile``; ``SLIMINFER_CACHE`` moves it).
 
-A ``TORCHINDUCTOR_CACHE_DIR`` set before sliminfer was imported wins; ``SLIMINFER_COMPILE_CACHE=0``
-leaves torch's own choice alone. The variable is set for the whole process (inductor reads it there).
+Triton's own cache (compiled kernels, and the tile timings of sliminfer's Triton decode kernel) goes to
+``<sliminfer cache>/compile/triton`` (``TRITON_CACHE_DIR``; otherwise inductor sets it for its kernels
+only once it loads some, and a kernel launched outside a compiled graph would use ``~/.triton``).
+
+A ``TORCHINDUCTOR_CACHE_DIR`` or ``TRITON_CACHE_DIR`` set before sliminfer was imported wins;
+``SLIMINFER_COMPILE_CACHE=0`` leaves torch's and Triton's own choices alone. The variables are set for the
+whole process (inductor and Triton read them there).
 
 With ``autotune`` the compile also times inductor's alternatives for each matmul and reduction on this
 GPU (:data:`AUTOTUNE_OPTIONS`): one token's matmuls are matrix-vector products, bound by reading the
@@ -15,8 +20,7 @@ weights, and the tuned, fused kernels read them faster than the default ones (8B
 H100: 6.60 against 6.99 ms per token, benchmarks/results/h100-2026-12-07c). The timings land in the
 same cache, yet a later process still re-times part of them: the first call of a new shape took 194 s
 with it (55 s without), a second process's 34-51 s (13 s without; 8B at 32k, H100, 2026-12-07), so
-``decode.autotune`` is opt-in. Inductor also points Triton's cache there (``TRITON_CACHE_DIR``, unless
-set), where sliminfer's Triton decode kernel keeps its own tile timings.
+``decode.autotune`` is opt-in.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ SWITCH = "SLIMINFER_COMPILE_CACHE"
 INDUCTOR_DIR = "TORCHINDUCTOR_CACHE_DIR"
 #: set by the user before sliminfer was imported (inductor sets it itself on its first compile)
 _USER_DIR = os.environ.get(INDUCTOR_DIR)
+TRITON_DIR = "TRITON_CACHE_DIR"
+_USER_TRITON_DIR = os.environ.get(TRITON_DIR)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +64,9 @@ def use_compile_cache() -> Path | None:
         return None
     path = cache_subdir("compile")
     os.environ[INDUCTOR_DIR] = str(path)
-    log.debug("torch.compile cache: %s", path)
+    if not _USER_TRITON_DIR:
+        os.environ[TRITON_DIR] = str(path / "triton")
+    log.debug("torch.compile cache: %s (Triton's: %s)", path, os.environ[TRITON_DIR])
     return path
 
 
