@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from torch.autograd import DeviceType
 import torch._inductor.config as inductor  # TORCHINDUCTOR_MAX_AUTOTUNE=1 etc. set it, for a tuning comparison
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,11 +49,13 @@ def group_of(name: str) -> str:
 
 def kernel_breakdown(events, per: float, group=group_of) -> tuple[dict[str, float], list[dict[str, object]]]:
     """GPU ms of a profile's kernels (``torch.profiler``'s ``key_averages()``) divided by ``per`` (steps, or 1):
-    summed by ``group`` of the kernel name, and each kernel's own, slowest first."""
+    summed by ``group`` of the kernel name, and each kernel's own, slowest first. Only the kernels themselves
+    count: host-side ranges that carry their kernels' time too (a compiled region, inductor's launch
+    annotations named after the kernel) would count it twice."""
     per_group: dict[str, float] = defaultdict(float)
     kernels = []
     for e in events:
-        if e.device_time_total <= 0 or e.key.startswith("aten::"):
+        if e.device_time_total <= 0 or e.key.startswith("aten::") or e.device_type != DeviceType.CUDA:
             continue
         ms = e.device_time_total / 1e3 / per
         per_group[group(e.key)] += ms

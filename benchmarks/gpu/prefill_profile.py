@@ -1,9 +1,9 @@
 """Where a pruned prefill's time goes: GPU kernels grouped by kind, and how long the GPU sits idle.
 
-Why: at 32k the paper's schedule plus FlexPrefill @10 % takes about 0.45 s on an H100, while its matmuls
-alone (about 200 TFLOP) need about 0.3 s; this says whether the rest is elementwise kernels (norms, RoPE,
+Why: at 32k the paper's schedule plus FlexPrefill @10 % takes about 0.45 s on an H100, of which its
+matmuls (about 188 TFLOP) took 245 ms; this says whether the rest is elementwise kernels (norms, RoPE,
 SiLU over 32k-token activations), the sparse attention's estimation and mask building, or the host
-keeping the GPU waiting. Llama-3.1-8B shape, random bf16 weights, the ``llama-3.1-8b`` preset with the
+keeping the GPU waiting (benchmarks/results/README.md: mostly the first). Llama-3.1-8B shape, random bf16 weights, the ``llama-3.1-8b`` preset with the
 ``key=value`` overrides given; ``prefill`` timed with CUDA events (median of ``--repeats`` after one
 warm-up), then ``torch.profiler`` over one more. Writes ``<name>.json`` under ``--out``.
 
