@@ -61,3 +61,13 @@ def test_prefill_compile_must_be_a_boolean() -> None:
     with pytest.raises(ConfigError, match="prefill.compile"):
         load_config(None, ["prefill.compile=sometimes"])
     assert load_config(None).prefill.compile is False
+
+
+def test_refused_with_tensor_parallelism(monkeypatch) -> None:
+    """Not yet checked with sharded heads (whose modules carry communication hooks): refused up front."""
+    from sliminfer.models.base import ModelAdapter
+
+    monkeypatch.setattr(ModelAdapter, "_find_head_shards", lambda self: object())
+    model = build_random_model("tiny-llama", torch.float32, torch.device("cpu"), "sdpa", 0)
+    with pytest.raises(ConfigError, match="prefill.compile: got True; not supported with tensor parallelism"):
+        SlimPipeline(model, None, load_config(None, ["model.device=cpu", "prefill.compile=true"]))

@@ -61,6 +61,9 @@ class SlimPipeline:
             raise ConfigError("cache.name", self.config.cache.name, "this manager keeps its KV on one device, and this "
                               "model's layers are spread over several (device_map); use cache.name 'gpu', or load "
                               "the model onto one device")
+        if self.config.prefill.compile and self.adapter.head_shards is not None:
+            raise ConfigError("prefill.compile", True, "not supported with tensor parallelism yet (this model's "
+                              "attention heads are sharded over processes); use prefill.compile: false")
         if self.config.decode.mode == "static":
             check_static_options(self.config.generation)
         scorer = schedule = None
