@@ -35,13 +35,13 @@ from sliminfer.core.prompts import check_length
 from sliminfer.core.results import PrefillResult, PromptSelection
 from sliminfer.core.timing import now
 from sliminfer.decode.kernels import decode_attention_kernels
-from sliminfer.models.prefill_ops import PrefillOps
 from sliminfer.strategies.block_selection import blocks_to_keep, select_kept_indices
 
 if TYPE_CHECKING:
     from sliminfer.cache.base import KVCacheManager
     from sliminfer.core.registry import Registry
     from sliminfer.models.base import Attend, ModelAdapter, PositionEmbeddings
+    from sliminfer.models.prefill_ops import PrefillOps
     from sliminfer.strategies.attention import AttentionStrategy
     from sliminfer.strategies.base import Schedule, Scorer
     from sliminfer.strategies.prompt_filter import PromptFilter
@@ -64,7 +64,7 @@ class StagedForward:
     ) -> None:
         self.adapter = adapter
         #: the layers' norms, RoPE and MLP compiled (``prefill.compile``), else None: the modules' own forwards
-        self.prefill_ops = PrefillOps(adapter._rope) if compile_prefill else None
+        self.prefill_ops: PrefillOps | None = adapter.compiled_prefill_ops() if compile_prefill else None
         self.scorer = scorer
         self.schedule = schedule
         self.attention = attention
@@ -167,7 +167,7 @@ class StagedForward:
             keep_blocks = (blocks_to_keep(positions.numel(), self.scorer.block_size, budget, self.scorer.window)
                            if budget else None)
             window_in = hidden[:, -self.scorer.window :] if keep_blocks else None
-            hidden = self._attention_block(layer, hidden, (cos, sin), mask, cache)
+            hidden = self._attention_block(layer, hidden, (cos, sin), mask, cache, self.attend.get(layer))
             if not self.prune_after_attention:
                 hidden = adapter.mlp_block(layer, hidden, chunk, self.prefill_ops)
             if keep_blocks:
@@ -181,10 +181,10 @@ class StagedForward:
         return hidden, kept
 
     def _attention_block(self, layer: int, hidden: torch.Tensor, pe: PositionEmbeddings, mask: torch.Tensor | None,
-                         cache: KVCacheManager | None) -> torch.Tensor:
-        """A prefill layer's attention block: the attention strategy's where it covers the layer, the model's
-        own otherwise; with compiled prefill ops, always the decomposed block (the same attention function)."""
-        attend = self.attend.get(layer)
+                         cache: KVCacheManager | None, attend: Attend | None) -> torch.Tensor:
+        """A prefill layer's attention block: with ``attend`` (an attention strategy's), the decomposed block
+        around it; else the model's own, also decomposed (the same attention function) when the prefill ops
+        are compiled, so that its norm and RoPE run compiled too."""
         if attend is None and self.prefill_ops is None:
             return self.adapter.attention_block(layer, hidden, pe, mask, cache)
         return self.adapter.attention_block_with(layer, hidden, pe, mask, cache, attend or self.adapter.own_attention,
@@ -201,9 +201,7 @@ class StagedForward:
         mask = adapter.causal_mask(n, hidden)
         for layer in range(chosen_by.layer):
             hidden, pe, mask, _ = self._to_layer_device(layer, hidden, pe, mask)
-            hidden = (adapter.attention_block(layer, hidden, pe, mask, None) if self.prefill_ops is None else
-                      adapter.attention_block_with(layer, hidden, pe, mask, None, adapter.own_attention,
-                                                   self.prefill_ops))
+            hidden = self._attention_block(layer, hidden, pe, mask, None, None)  # no strategy in this pass
             hidden = adapter.mlp_block(layer, hidden, cache.prefill_chunk_tokens, self.prefill_ops)
         hidden, pe, _, _ = self._to_layer_device(chosen_by.layer, hidden, pe)
         query, keys = adapter.last_query_and_keys(chosen_by.layer, hidden, pe)

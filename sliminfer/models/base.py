@@ -21,13 +21,13 @@ import torch
 from sliminfer.core.errors import UnsupportedModelError
 from sliminfer.core.strategy import Strategy
 from sliminfer.models.decode_parts import DecodeParts, project_qkv
+from sliminfer.models.prefill_ops import PrefillOps
 from sliminfer.models.sharding import HeadShards, find_head_shards
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from sliminfer.cache.base import KVCacheManager
-    from sliminfer.models.prefill_ops import PrefillOps
 
 PositionEmbeddings = tuple[torch.Tensor, torch.Tensor]
 #: ``attend(module, q, k, v, mask) -> [b, n, q_heads * d]``: a layer's attention between its q/k/v (after
@@ -308,6 +308,11 @@ class ModelAdapter(Strategy, DecodeParts):
             cached = (impl, bind_decode_parts(self), function)
             self.__dict__["_attention_lookup_cache"] = cached
         return cached[1], cached[2]
+
+    def compiled_prefill_ops(self) -> PrefillOps:
+        """This model's norms, RoPE and MLP as compiled functions for the prefill (``prefill.compile``), taken by
+        :meth:`attention_block_with` and :meth:`mlp_block`."""
+        return PrefillOps(self._rope)
 
     def mlp_block(self, layer: int, hidden: torch.Tensor, chunk: int | None = None,
                   ops: PrefillOps | None = None) -> torch.Tensor:
