@@ -24,36 +24,6 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def copy_bandwidth(device: torch.device, nbytes: int | None = None, repeats: int = 9) -> float:
-    """Bytes per second a copy of ``nbytes`` (default 1 GiB on a GPU, 64 MiB elsewhere) within ``device``'s
-    memory moves, counting bytes read and written (median of ``repeats`` after one untimed copy).
-
-    Why: the decode floor divides the bytes a step must read by a bandwidth; a card's data-sheet peak is
-    never reached, while a plain copy is about the best a kernel streams. gpu.md's 4.3 TB/s for the H200
-    is this figure; measured in the bench's own process, the floor fits whichever card the run got.
-    """
-    nbytes = nbytes or (1 << 30 if device.type == "cuda" else 1 << 26)
-    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    times = []
-    for _ in range(max(1, repeats)):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            dst.copy_(src)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            dst.copy_(src)
-            times.append(time.perf_counter() - t0)
-    del src, dst
-    free_memory(device)
-    return 2 * nbytes / statistics.median(times)
-
-
 class Meter:
     """Times callables on one device: warm-up, repeats, medians, peak memory, OOM as a status."""
 
@@ -103,6 +73,26 @@ class Meter:
         free_memory(self.device)
         return {"status": "ok", "median_s": statistics.median(times), "min_s": min(times), "times_s": times,
                 "peak_bytes": peak, "base_bytes": base, **extra}
+
+
+def copy_bandwidth(device: torch.device, nbytes: int | None = None, repeats: int = 9) -> float:
+    """Bytes per second a copy of ``nbytes`` (default 1 GiB on a GPU, 64 MiB elsewhere) within ``device``'s
+    memory moves, counting bytes read and written (median of ``repeats`` after one untimed copy, timed as
+    :class:`Meter` times everything).
+
+    Why: the decode floor divides the bytes a step must read by a bandwidth; a card's data-sheet peak is
+    never reached, while a plain copy is about the best a kernel streams. gpu.md's 4.3 TB/s for the H200
+    is this figure; measured in the bench's own process, the floor fits whichever card the run got.
+    """
+    nbytes = nbytes or (1 << 30 if device.type == "cuda" else 1 << 26)
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    result = Meter(device, warmup=1, repeats=repeats).measure(lambda: dst.copy_(src))
+    del src, dst
+    free_memory(device)
+    if result["status"] != "ok":
+        raise RuntimeError(f"timing a {nbytes}-byte copy on {device} failed: {result['error']}")
+    return 2 * nbytes / result["median_s"]
 
 
 def all_ok(*results: dict[str, Any] | None) -> bool:
