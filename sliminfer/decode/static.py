@@ -113,9 +113,7 @@ class StaticDecoder:
             raise ConfigError("decode.autotune", True, "it tunes the compiled step: set decode.compile to true "
                               "(or leave it null on CUDA), or decode.autotune to false")
         self.compiled = compile
-        # opt-in: 5.6 % faster steps on an H100, but a cold first call of a new shape past two minutes
-        # (benchmarks/results/h100-2026-12-07c)
-        self.autotune = options.autotune
+        self.autotune = options.autotune  # opt-in: its cost and gain are in DecodeSection.autotune's description
         self.graph: torch.cuda.CUDAGraph | None = None
         self.graph_error: str | None = None
         self.capture_s = 0.0

@@ -20,7 +20,7 @@ import torch
 
 from sliminfer.core.errors import UnsupportedModelError
 from sliminfer.core.strategy import Strategy
-from sliminfer.models.decode_parts import DecodeParts, project_qkv
+from sliminfer.models.decode_parts import DecodeParts, project_qkv, uses_mixin
 from sliminfer.models.prefill_ops import PrefillOps
 from sliminfer.models.sharding import HeadShards, find_head_shards
 
@@ -252,7 +252,7 @@ class ModelAdapter(Strategy, DecodeParts):
         """The attention module's forward in its pieces (the decode parts' q/k/v and output), ``attend``
         between them; with ``observe``, the queries go to ``cache.observe_query`` first."""
         parts = self._attention_lookup()[0]
-        if ops is not None and type(self).decode_qkv is DecodeParts.decode_qkv:
+        if ops is not None and uses_mixin(self, "decode_qkv"):
             q, k, v = project_qkv(self, layer, hidden, position_embeddings, None, ops)
         else:
             q, k, v = parts.qkv(layer, hidden, position_embeddings)

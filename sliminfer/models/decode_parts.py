@@ -287,17 +287,23 @@ def _own(adapter: Any, name: str) -> Any:
     return MethodType(getattr(DecodeParts, name), adapter)
 
 
+def uses_mixin(adapter: Any, name: str) -> bool:
+    """Whether ``adapter`` computes the part ``name`` (``decode_qkv``, ``decode_mlp``) with this mixin's own
+    method, so that its variants (fused weights, compiled prefill ops) may stand in for it; an adapter that
+    overrides the method keeps its override."""
+    return not isinstance(adapter, DecodeParts) or getattr(type(adapter), name) is getattr(DecodeParts, name)
+
+
 def bind_decode_parts(adapter: ModelAdapter, fused: FusedProjections | None = None) -> BoundDecodeParts:
     """The adapter's own methods if it is a :class:`DecodeParts`, else the mixin's bound to it.
 
     With ``fused``, the q/k/v and MLP parts run the fused matmuls where the adapter uses the mixin's
-    own ``decode_qkv`` / ``decode_mlp`` (an adapter that overrides one keeps its override, unfused)."""
-    own = isinstance(adapter, DecodeParts)
+    own ``decode_qkv`` / ``decode_mlp`` (:func:`uses_mixin`; an override stays, unfused)."""
     qkv, mlp = _own(adapter, "decode_qkv"), _own(adapter, "decode_mlp")
     if fused is not None:
-        if not own or type(adapter).decode_qkv is DecodeParts.decode_qkv:
+        if uses_mixin(adapter, "decode_qkv"):
             qkv = _fused_qkv(adapter, fused.layers)
-        if not own or type(adapter).decode_mlp is DecodeParts.decode_mlp:
+        if uses_mixin(adapter, "decode_mlp"):
             mlp = _fused_mlp(adapter, fused.layers)
     return BoundDecodeParts(qkv, _own(adapter, "attention_scale"), _own(adapter, "attention_output"), mlp)
 
