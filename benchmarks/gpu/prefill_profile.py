@@ -39,6 +39,21 @@ def prefill_group(name: str) -> str:
     return group_of(name)
 
 
+def compiled_vs_eager(model: torch.nn.Module, overrides: list[str], ids: torch.Tensor, compiled) -> dict:
+    """bf16 check of ``prefill.compile`` on the GPU: the same prefill without it, on the same model and prompt.
+    Compiled kernels round differently, so the logits differ a little; the kept positions must match (or,
+    where a near-tie in a score flips, nearly) and the next token should."""
+    eager_overrides = [o for o in overrides if o != "prefill.compile=true"]
+    eager = SlimPipeline(model, None, load_config("llama-3.1-8b", eager_overrides)).prefill(ids)
+    a, b = compiled.logits.float(), eager.logits.float()
+    same_kept = sum(bool(torch.equal(x.cpu(), y.cpu())) for x, y in zip(compiled.kept_positions, eager.kept_positions))
+    out = {"max_abs_logit_diff": float((a - b).abs().max()), "logit_scale": float(b.abs().max()),
+           "same_next_token": bool(torch.equal(a.argmax(-1), b.argmax(-1))),
+           "layers_with_same_kept_positions": same_kept, "layers": len(eager.kept_positions)}
+    print("prefill.compile vs eager (bf16):", out)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the llama-3.1-8b preset")
@@ -51,7 +66,8 @@ def main() -> None:
     model = build_random_model("llama-3.1-8b", torch.bfloat16, device, "sdpa", 0)
     pipe = SlimPipeline(model, None, load_config("llama-3.1-8b", args.overrides))
     ids = torch.randint(0, 128000, (1, args.prompt), generator=torch.Generator().manual_seed(0)).to(device)
-    pipe.prefill(ids)  # warm-up: compiles FlexAttention's kernels
+    result = pipe.prefill(ids)  # warm-up: compiles FlexAttention's kernels (and prefill.compile's graph)
+    check = compiled_vs_eager(model, args.overrides, ids, result) if "prefill.compile=true" in args.overrides else None
     times = []
     for _ in range(args.repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -79,7 +95,7 @@ def main() -> None:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / f"{args.name}.json").write_text(json.dumps(
         {"prompt": args.prompt, "overrides": args.overrides, "device": torch.cuda.get_device_name(),
-         "torch": torch.__version__, "wall_ms": wall_ms, "times_ms": times, "gpu_busy_ms": busy, "groups": per_group,
+         "torch": torch.__version__, "compiled_vs_eager": check, "wall_ms": wall_ms, "times_ms": times, "gpu_busy_ms": busy, "groups": per_group,
          "kernels": kernels[:60], "host_ops": host_ops[:40]}, indent=1))
 
 
