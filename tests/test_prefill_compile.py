@@ -53,8 +53,8 @@ def test_one_graph_serves_every_layer() -> None:
     _, compiled = _pair("tiny-llama", PRUNED)
     for n in (700, 530):  # two prompt lengths, four layers at two lengths each
         compiled.prefill(torch.randint(0, 100, (1, n)))
-    # norm, RoPE and MLP: a static graph for the first shape, then one dynamic graph each for all others
-    assert counters["stats"]["unique_graphs"] <= 6, dict(counters["stats"])
+    # norm, RoPE and MLP: one graph each, the token dimension dynamic from the first call
+    assert counters["stats"]["unique_graphs"] <= 3, dict(counters["stats"])
 
 
 def test_prefill_compile_must_be_a_boolean() -> None:
@@ -71,3 +71,17 @@ def test_refused_with_tensor_parallelism(monkeypatch) -> None:
     model = build_random_model("tiny-llama", torch.float32, torch.device("cpu"), "sdpa", 0)
     with pytest.raises(ConfigError, match="prefill.compile: got True; not supported with tensor parallelism"):
         SlimPipeline(model, None, load_config(None, ["model.device=cpu", "prefill.compile=true"]))
+
+
+def test_the_same_prompt_gives_the_same_logits_in_every_call() -> None:
+    """A compiled graph specialised to the first length and a dynamic one for the rest round differently, so
+    the same prompt gave other logits (and in bf16 on a GPU other pruning choices and tokens) in its first
+    call than after another length had been seen (H100, 2026-12-07). The token dimension is dynamic from the
+    first call: one graph per piece for every length, bit-equal results call after call."""
+    torch._dynamo.reset()
+    counters.clear()
+    _, compiled = _pair("tiny-llama", PRUNED)
+    ids = torch.randint(0, 100, (1, 700), generator=torch.Generator().manual_seed(2))
+    first = compiled.prefill(ids).logits
+    compiled.prefill(torch.randint(0, 100, (1, 530)))
+    assert torch.equal(compiled.prefill(ids).logits, first)

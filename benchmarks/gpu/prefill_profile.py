@@ -41,15 +41,17 @@ def prefill_group(name: str) -> str:
 
 def compiled_vs_eager(model: torch.nn.Module, overrides: list[str], ids: torch.Tensor, compiled) -> dict:
     """bf16 check of ``prefill.compile`` on the GPU: the same prefill without it, on the same model and prompt.
-    Compiled kernels round differently, so the logits differ a little; the kept positions must match (or,
-    where a near-tie in a score flips, nearly) and the next token should."""
+    Compiled kernels round differently, so the logits differ a little, and with random weights (nearly uniform
+    attention) near-ties in the pruning scores flip: the kept positions are compared as the share of each
+    layer's positions both keep."""
     eager_overrides = [o for o in overrides if o != "prefill.compile=true"]
     eager = SlimPipeline(model, None, load_config("llama-3.1-8b", eager_overrides)).prefill(ids)
     a, b = compiled.logits.float(), eager.logits.float()
-    same_kept = sum(bool(torch.equal(x.cpu(), y.cpu())) for x, y in zip(compiled.kept_positions, eager.kept_positions))
+    shared = [len(set(x.tolist()) & set(y.tolist())) / max(len(y), 1)
+              for x, y in zip(compiled.kept_positions, eager.kept_positions)]
     out = {"max_abs_logit_diff": float((a - b).abs().max()), "logit_scale": float(b.abs().max()),
            "same_next_token": bool(torch.equal(a.argmax(-1), b.argmax(-1))),
-           "layers_with_same_kept_positions": same_kept, "layers": len(eager.kept_positions)}
+           "kept_positions_shared_min": min(shared), "kept_positions_shared_mean": sum(shared) / len(shared)}
     print("prefill.compile vs eager (bf16):", out)
     return out
 

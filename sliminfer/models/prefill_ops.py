@@ -8,10 +8,11 @@ MLP's SiLU and product two more over 32k x 14336. ``torch.compile`` fuses each p
 kernels; the matmuls stay cuBLAS's.
 
 The pieces take the layer's modules as arguments, so one compiled graph serves every layer (torch inlines
-built-in modules: their weights are graph inputs, not constants), and shapes are dynamic after the first
-(one graph for the full-length layers, one for all the pruned lengths). Off by default: the fused
-kernels round differently from the eager ones (float32 tolerance, not bit equality), and the speed-up is
-still to be measured on a GPU.
+built-in modules: their weights are graph inputs, not constants), and the token dimension is dynamic from
+the first call: one graph per piece for every prompt length. (Letting torch specialise the first length
+and recompile dynamically for the next meant the same prompt ran through other kernels once another length
+had been seen: other roundings, and in bf16 on an H100 other pruning choices and other tokens.) Off by
+default: the fused kernels round differently from the eager ones (float32 tolerance, not bit equality).
 """
 
 from __future__ import annotations
@@ -32,14 +33,28 @@ def _mlp(norm: torch.nn.Module, mlp: torch.nn.Module, hidden: torch.Tensor) -> t
     return mlp(norm(hidden))
 
 
+def _tokens_dynamic(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` compiled, with the second-to-last (token) dimension of each tensor argument marked dynamic
+    before every call (see the module docstring)."""
+    compiled = torch.compile(fn)
+
+    def call(*args: Any) -> Any:
+        for arg in args:
+            if isinstance(arg, torch.Tensor) and arg.dim() >= 2:
+                torch._dynamo.maybe_mark_dynamic(arg, arg.dim() - 2)
+        return compiled(*args)
+
+    return call
+
+
 class PrefillOps:
     """A prefill layer's norm, RoPE and MLP, each as one compiled function (see the module docstring)."""
 
     def __init__(self, rope: Callable[..., Any]) -> None:
         use_compile_cache()
         #: ``norm(hidden)``
-        self.norm = torch.compile(_norm)
+        self.norm = _tokens_dynamic(_norm)
         #: ``(q, k)`` after RoPE, the model's own ``apply_rotary_pos_emb(q, k, cos, sin)``
-        self.rope = torch.compile(rope)
+        self.rope = _tokens_dynamic(rope)
         #: ``mlp(norm(hidden))``, without the residual (a chunked MLP adds it in place)
-        self.mlp = torch.compile(_mlp)
+        self.mlp = _tokens_dynamic(_mlp)
