@@ -1,0 +1,72 @@
+"""Why ``generate(fast=True)``'s TTFT with FlexPrefill is above ``prefill`` alone (+3.8 % / +4.7 %, H100).
+
+Why: with the default pruning the two agree within 0.4 %; with FlexPrefill @10 % the fast path was 17 ms
+slower at 32k. The fast path writes the prompt KV into the static decoder's buffers (room for the new
+tokens, so the key/value views are not contiguous), and ``torch.compile(flex_attention)`` recompiles with
+dynamic shapes/strides once a second layout or length comes. This times, in one process (Llama-3.1-8B shape,
+random bf16 weights, ``llama-3.1-8b`` preset with the overrides given): prefill alone; the fast path's TTFT;
+prefill alone again (after the fast path's layout has been seen); then a second prompt length and both again;
+and counts dynamo's compiles. Prints one JSON line. ``--static`` turns off dynamo's automatic dynamic shapes
+(every new length or layout compiles a kernel of its own), to tell a dynamic kernel's cost from the layout's.
+
+    python3 benchmarks/gpu/ttft_gap.py attention.name=flexprefill attention.density=0.1 prefill.compile=true
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+
+import torch
+from torch._dynamo.utils import counters
+
+from sliminfer import SlimPipeline, load_config
+from sliminfer.bench.shapes import build_random_model
+
+
+def timed_prefill(pipe: SlimPipeline, ids: torch.Tensor, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        pipe.prefill(ids)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def fast_ttft(pipe: SlimPipeline, ids: torch.Tensor, repeats: int = 3) -> float:
+    return statistics.median(pipe.generate(ids, max_new_tokens=16, fast=True).ttft_s for _ in range(repeats))
+
+
+def main(overrides: list[str]) -> dict[str, object]:
+    static = "--static" in overrides
+    overrides = [o for o in overrides if o != "--static"]
+    torch._dynamo.config.automatic_dynamic_shapes = not static
+    device = torch.device("cuda")
+    model = build_random_model("llama-3.1-8b", torch.bfloat16, device, "sdpa", 0)
+    pipe = SlimPipeline(model, None, load_config("llama-3.1-8b", overrides))
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 128000, (1, 32768), generator=gen).to(device)
+    other = torch.randint(0, 128000, (1, 30000), generator=gen).to(device)
+    rows: dict[str, object] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "overrides": overrides,
+                               "automatic_dynamic_shapes": not static}
+    pipe.prefill(ids)  # warm-up
+    rows["prefill_32k_first_s"] = timed_prefill(pipe, ids)
+    pipe.generate(ids, max_new_tokens=16, fast=True)  # warm-up: the decoder's compile and capture
+    rows["fast_ttft_32k_s"] = fast_ttft(pipe, ids)
+    rows["prefill_32k_after_fast_s"] = timed_prefill(pipe, ids)
+    pipe.prefill(other)
+    pipe.generate(other, max_new_tokens=16, fast=True)
+    rows["prefill_30000_s"] = timed_prefill(pipe, other)
+    rows["fast_ttft_30000_s"] = fast_ttft(pipe, other)
+    rows["prefill_32k_last_s"] = timed_prefill(pipe, ids)
+    rows["fast_ttft_32k_last_s"] = fast_ttft(pipe, ids)
+    rows["dynamo"] = {k: dict(v) for k, v in counters.items() if k in ("stats", "recompiles")}
+    return rows
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1:])), flush=True)
