@@ -514,17 +514,36 @@ def test_flex_kernel_options_add_tma_on_hopper_only(monkeypatch: pytest.MonkeyPa
     from sliminfer.strategies.sparse_attention import kernel
 
     class FakeCuda:  # what flex_kernel_options reads of a tensor, on a "cuda" device without a GPU here
-        def __init__(self, contiguous: bool) -> None:
-            self.device, self.contiguous = torch.device("cuda"), contiguous
+        def __init__(self, contiguous: bool, tokens: int = 256) -> None:
+            self.device, self.contiguous, self.shape = torch.device("cuda"), contiguous, (1, 8, tokens, 64)
 
         def is_contiguous(self) -> bool:
             return self.contiguous
 
-    assert kernel.flex_kernel_options(torch.zeros(2, 3)) == {"ROWS_GUARANTEED_SAFE": True}
+    cpu = torch.zeros(1, 2, 3, 4)
+    assert kernel.flex_kernel_options(cpu, cpu, cpu) == {"ROWS_GUARANTEED_SAFE": True}
     for capability, contiguous, tma in (((9, 0), True, True), ((9, 0), False, False), ((8, 0), True, False),
                                         ((10, 0), True, False)):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
         tensors = [FakeCuda(True), FakeCuda(contiguous), FakeCuda(True)]
         options = kernel.flex_kernel_options(*tensors)  # type: ignore[arg-type]
         assert options["ROWS_GUARANTEED_SAFE"] is True and options.get("USE_TMA", False) is tma
+
+
+def test_flex_kernel_options_say_whether_the_lengths_need_bounds_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """IS_DIVISIBLE from the real lengths (a kernel made dynamic by a second length no longer knows them, and
+    would check every load of a 32k prompt): True only when queries and keys are both multiples of 128."""
+    from sliminfer.strategies.sparse_attention import kernel
+
+    class FakeCuda:
+        def __init__(self, tokens: int) -> None:
+            self.device, self.shape = torch.device("cuda"), (1, 8, tokens, 64)
+
+        def is_contiguous(self) -> bool:
+            return False
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    for q, kv, divisible in ((32768, 32768, True), (256, 384, True), (32768, 32700, False), (300, 32768, False)):
+        options = kernel.flex_kernel_options(FakeCuda(q), FakeCuda(kv), FakeCuda(kv))  # type: ignore[arg-type]
+        assert options["IS_DIVISIBLE"] is divisible, (q, kv)
     assert kernel.FLEX_KERNEL_OPTIONS == {"ROWS_GUARANTEED_SAFE": True}  # the returned dict is a copy

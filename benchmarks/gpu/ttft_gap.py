@@ -7,7 +7,9 @@ dynamic shapes/strides once a second layout or length comes. This times, in one 
 random bf16 weights, ``llama-3.1-8b`` preset with the overrides given): prefill alone; the fast path's TTFT;
 prefill alone again (after the fast path's layout has been seen); then a second prompt length and both again;
 and counts dynamo's compiles. Prints one JSON line. ``--static`` turns off dynamo's automatic dynamic shapes
-(every new length or layout compiles a kernel of its own), to tell a dynamic kernel's cost from the layout's.
+(every new length or layout compiles a kernel of its own), to tell a dynamic kernel's cost from the layout's;
+``--torch-divisible`` leaves FlexAttention's ``IS_DIVISIBLE`` to torch, as before sliminfer set it from the
+real lengths (``flex_kernel_options``).
 
     python3 benchmarks/gpu/ttft_gap.py attention.name=flexprefill attention.density=0.1 prefill.compile=true
 """
@@ -42,9 +44,20 @@ def fast_ttft(pipe: SlimPipeline, ids: torch.Tensor, repeats: int = 3) -> float:
 
 
 def main(overrides: list[str]) -> dict[str, object]:
-    static = "--static" in overrides
-    overrides = [o for o in overrides if o != "--static"]
+    static, torch_divisible = "--static" in overrides, "--torch-divisible" in overrides
+    overrides = [o for o in overrides if not o.startswith("--")]
     torch._dynamo.config.automatic_dynamic_shapes = not static
+    if torch_divisible:
+        from sliminfer.strategies.sparse_attention import kernel
+
+        ours = kernel.flex_kernel_options
+
+        def without_divisible(*tensors: torch.Tensor) -> dict[str, object]:
+            options = ours(*tensors)
+            options.pop("IS_DIVISIBLE", None)
+            return options
+
+        kernel.flex_kernel_options = without_divisible
     device = torch.device("cuda")
     model = build_random_model("llama-3.1-8b", torch.bfloat16, device, "sdpa", 0)
     pipe = SlimPipeline(model, None, load_config("llama-3.1-8b", overrides))
@@ -52,7 +65,7 @@ def main(overrides: list[str]) -> dict[str, object]:
     ids = torch.randint(0, 128000, (1, 32768), generator=gen).to(device)
     other = torch.randint(0, 128000, (1, 30000), generator=gen).to(device)
     rows: dict[str, object] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "overrides": overrides,
-                               "automatic_dynamic_shapes": not static}
+                               "automatic_dynamic_shapes": not static, "torch_divisible": torch_divisible}
     pipe.prefill(ids)  # warm-up
     rows["prefill_32k_first_s"] = timed_prefill(pipe, ids)
     pipe.generate(ids, max_new_tokens=16, fast=True)  # warm-up: the decoder's compile and capture

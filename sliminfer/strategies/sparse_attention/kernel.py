@@ -134,13 +134,25 @@ def compiled_flex_attention() -> Callable[..., torch.Tensor]:
     return _compiled_flex
 
 
-def flex_kernel_options(*tensors: torch.Tensor) -> dict[str, Any]:
-    """The FlexAttention options for these query/key/value tensors: :data:`FLEX_KERNEL_OPTIONS`, plus
-    :data:`HOPPER_KERNEL_OPTIONS` when all are contiguous on a compute capability 9.x GPU."""
+#: FlexAttention's tile multiple: lengths that are multiples of it need no bounds checks on the tiles' loads
+FLEX_TILE_MULTIPLE = 128
+
+
+def flex_kernel_options(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> dict[str, Any]:
+    """The FlexAttention options for these query/key/value tensors: :data:`FLEX_KERNEL_OPTIONS`; on CUDA
+    ``IS_DIVISIBLE`` from the actual lengths; plus :data:`HOPPER_KERNEL_OPTIONS` when all are contiguous on
+    a compute capability 9.x GPU.
+
+    ``IS_DIVISIBLE``: torch decides it from the lengths it compiled for, and once a second length or layout
+    has made the compiled kernel dynamic it no longer knows them, so a 32k prompt would run the kernel with
+    bounds-checked loads. Told here from the real lengths, the dynamic kernel of a multiple of 128 keeps the
+    unchecked loads (a value compiles a kernel of its own, so lengths of both kinds get two)."""
     options = dict(FLEX_KERNEL_OPTIONS)
-    device = tensors[0].device
-    if (device.type == "cuda" and all(t.is_contiguous() for t in tensors)
-            and torch.cuda.get_device_capability(device)[0] == 9):
+    device = query.device
+    if device.type != "cuda":
+        return options
+    options["IS_DIVISIBLE"] = query.shape[-2] % FLEX_TILE_MULTIPLE == 0 and key.shape[-2] % FLEX_TILE_MULTIPLE == 0
+    if all(t.is_contiguous() for t in (query, key, value)) and torch.cuda.get_device_capability(device)[0] == 9:
         options.update(HOPPER_KERNEL_OPTIONS)
     return options
 
@@ -166,6 +178,7 @@ def flex_block_sparse_attention(
 
 __all__ = [
     "FLEX_KERNEL_OPTIONS",
+    "FLEX_TILE_MULTIPLE",
     "HOPPER_KERNEL_OPTIONS",
     "block_sparse_attention",
     "compiled_flex_attention",
