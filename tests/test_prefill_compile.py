@@ -85,3 +85,24 @@ def test_the_same_prompt_gives_the_same_logits_in_every_call() -> None:
     first = compiled.prefill(ids).logits
     compiled.prefill(torch.randint(0, 100, (1, 530)))
     assert torch.equal(compiled.prefill(ids).logits, first)
+
+
+def test_smollm2_compiled_prefill_keeps_the_eager_tokens(smollm2, essay_ids) -> None:
+    """Real weights (SmolLM2-135M, float32, CPU) with the smollm2-135m pruning preset and FlexPrefill in the
+    layers before the first pruning: the compiled prefill keeps the same tokens in every layer, its logits stay
+    within float32 rounding of the eager one, and generation gives the same text."""
+    model, _ = smollm2
+    # sparse from 1k tokens on (the default is 4k), so that the 2.5k prompt's first 18 layers are sparse
+    overrides = ["model.device=cpu", "attention.name=flexprefill", "attention.min_tokens=1024",
+                 "attention.min_budget=256"]
+    eager = SlimPipeline(model, None, load_config("smollm2-135m", overrides))
+    compiled = SlimPipeline(model, None, load_config("smollm2-135m", [*overrides, "prefill.compile=true"]))
+    ids = essay_ids[:, :2500]
+    want, got = eager.prefill(ids), compiled.prefill(ids)
+    assert got.tokens_per_layer == want.tokens_per_layer and min(want.tokens_per_layer) < ids.shape[1]
+    densities = [float(d.mean()) for d in compiled.forward.attention.densities.values()]
+    assert densities and max(densities) < 1.0, densities  # the sparse attention ran, not its dense fallback
+    for a, b in zip(got.kept_positions, want.kept_positions):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-4, rtol=1e-4)
+    assert compiled.generate(ids, max_new_tokens=8).token_ids == eager.generate(ids, max_new_tokens=8).token_ids
