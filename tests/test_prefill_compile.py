@@ -106,3 +106,22 @@ def test_smollm2_compiled_prefill_keeps_the_eager_tokens(smollm2, essay_ids) -> 
         assert torch.equal(a, b)
     torch.testing.assert_close(got.logits, want.logits, atol=1e-4, rtol=1e-4)
     assert compiled.generate(ids, max_new_tokens=8).token_ids == eager.generate(ids, max_new_tokens=8).token_ids
+
+
+@pytest.mark.parametrize("field", ["prefill.compile", "decode.compile"])
+def test_refused_up_front_without_a_compiler(field: str) -> None:
+    """On a CPU without a working C++ compiler inductor fails inside the first forward pass; the pipeline
+    refuses the field when it is built instead, naming it and what is missing."""
+    from torch._inductor import config as inductor_config
+
+    from sliminfer.decode import compile_cache
+
+    model = build_random_model("tiny-llama", torch.float32, torch.device("cpu"), "sdpa", 0)
+    compile_cache._missing_compiler.cache_clear()
+    try:
+        with inductor_config.patch({"cpp.cxx": (None, "/nonexistent/g++")}), pytest.raises(
+                ConfigError, match=rf"{field}: got True; torch.compile on cpu needs a working C\+\+ compiler"):
+            SlimPipeline(model, None, load_config(None, ["model.device=cpu", f"{field}=true"]))
+    finally:
+        compile_cache._missing_compiler.cache_clear()
+    SlimPipeline(model, None, load_config(None, ["model.device=cpu", f"{field}=true"]))  # with the compiler back

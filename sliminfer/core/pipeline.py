@@ -27,6 +27,7 @@ from sliminfer.core.prompts import prompt_ids
 from sliminfer.core.registry import Registry, get_registry
 from sliminfer.core.results import GenerationResult, PrefillResult
 from sliminfer.core.sampling import logits_processors
+from sliminfer.decode.compile_cache import check_can_compile
 from sliminfer.decode.eager import eager_generate
 from sliminfer.decode.run import static_generate
 from sliminfer.decode.streaming import TokenSink, check_streamer, streaming
@@ -66,6 +67,9 @@ class SlimPipeline:
                               "attention heads are sharded over processes); use prefill.compile: false")
         if self.config.decode.mode == "static":
             check_static_options(self.config.generation)
+        compiles = {"prefill.compile": self.config.prefill.compile, "decode.compile": self.config.decode.compile}
+        for field in (f for f, on in compiles.items() if on):  # decode.compile null: a failed compile falls back
+            check_can_compile(field, self.device)
         scorer = schedule = None
         pruning = self.config.pruning
         if pruning is not None:

@@ -25,6 +25,7 @@ with it (55 s without), a second process's 34-51 s (13 s without; 8B at 32k, H10
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -80,3 +81,34 @@ def compile_static(fn: Callable[..., Any], autotune: bool = False) -> Callable[.
     ``autotune``): the static decode's one way to compile."""
     use_compile_cache()
     return torch.compile(fn, dynamic=False, options=dict(AUTOTUNE_OPTIONS) if autotune else None)
+
+
+@functools.lru_cache(maxsize=None)
+def _missing_compiler(device_type: str) -> str | None:
+    """What torch.compile lacks on this kind of device (a sentence), or None: Triton on CUDA (inductor's GPU
+    kernels), a working C++ compiler on the CPU (inductor builds its CPU kernels with it). Probed once per
+    process and device type; other device types are not probed."""
+    if device_type == "cuda":
+        from torch.utils._triton import has_triton
+
+        return None if has_triton() else "Triton, which is not importable here (install triton)"
+    if device_type == "cpu":
+        try:
+            from torch._inductor.cpp_builder import get_cpp_compiler
+        except ImportError:  # a torch without this probe: let the compile say it
+            return None
+        try:
+            get_cpp_compiler()
+        except Exception as exc:  # noqa: BLE001 - inductor's InvalidCxxCompiler, or the probe's own failure
+            return (f"a working C++ compiler, and none was found ({' '.join(str(exc).split())[:200]}); install "
+                    "g++ or point CXX at one")
+    return None
+
+
+def check_can_compile(field: str, device: torch.device) -> None:
+    """Refuse ``field: true`` before any work where torch.compile cannot run on ``device``, instead of an
+    inductor error from inside the first forward pass."""
+    missing = _missing_compiler(torch.device(device).type)
+    if missing is not None:
+        raise ConfigError(field, True, f"torch.compile on {torch.device(device).type} needs {missing}; or set "
+                          f"{field} to false")
