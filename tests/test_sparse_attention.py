@@ -521,18 +521,19 @@ def test_flex_kernel_options_add_tma_on_hopper_only(monkeypatch: pytest.MonkeyPa
             return self.contiguous
 
     cpu = torch.zeros(1, 2, 3, 4)
-    assert kernel.flex_kernel_options(cpu, cpu, cpu) == {"ROWS_GUARANTEED_SAFE": True}
+    assert kernel.flex_kernel_options(cpu, cpu, cpu, 128) == {"ROWS_GUARANTEED_SAFE": True}
     for capability, contiguous, tma in (((9, 0), True, True), ((9, 0), False, False), ((8, 0), True, False),
                                         ((10, 0), True, False)):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
         tensors = [FakeCuda(True), FakeCuda(contiguous), FakeCuda(True)]
-        options = kernel.flex_kernel_options(*tensors)  # type: ignore[arg-type]
+        options = kernel.flex_kernel_options(*tensors, 128)  # type: ignore[arg-type]
         assert options["ROWS_GUARANTEED_SAFE"] is True and options.get("USE_TMA", False) is tma
 
 
 def test_flex_kernel_options_say_whether_the_lengths_need_bounds_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     """IS_DIVISIBLE from the real lengths (a kernel made dynamic by a second length no longer knows them, and
-    would check every load of a 32k prompt): True only when queries and keys are both multiples of 128."""
+    would check every load of a 32k prompt): True only when queries and keys are both multiples of 128 and of
+    the block mask's block (a last block reaching past the end would have its tiles read unchecked)."""
     from sliminfer.strategies.sparse_attention import kernel
 
     class FakeCuda:
@@ -543,7 +544,9 @@ def test_flex_kernel_options_say_whether_the_lengths_need_bounds_checks(monkeypa
             return False
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    for q, kv, divisible in ((32768, 32768, True), (256, 384, True), (32768, 32700, False), (300, 32768, False)):
-        options = kernel.flex_kernel_options(FakeCuda(q), FakeCuda(kv), FakeCuda(kv))  # type: ignore[arg-type]
-        assert options["IS_DIVISIBLE"] is divisible, (q, kv)
+    for q, kv, block, divisible in ((32768, 32768, 128, True), (256, 384, 128, True), (32768, 32700, 128, False),
+                                    (300, 32768, 128, False), (384, 384, 256, False), (512, 512, 256, True),
+                                    (256, 256, 64, True), (192, 192, 64, False)):
+        options = kernel.flex_kernel_options(FakeCuda(q), FakeCuda(kv), FakeCuda(kv), block)  # type: ignore[arg-type]
+        assert options["IS_DIVISIBLE"] is divisible, (q, kv, block)
     assert kernel.FLEX_KERNEL_OPTIONS == {"ROWS_GUARANTEED_SAFE": True}  # the returned dict is a copy

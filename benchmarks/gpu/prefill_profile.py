@@ -44,7 +44,7 @@ def compiled_vs_eager(model: torch.nn.Module, overrides: list[str], ids: torch.T
     Compiled kernels round differently, so the logits differ a little, and with random weights (nearly uniform
     attention) near-ties in the pruning scores flip: the kept positions are compared as the share of each
     layer's positions both keep."""
-    eager_overrides = [o for o in overrides if o != "prefill.compile=true"]
+    eager_overrides = [o for o in overrides if not o.replace(" ", "").lower().startswith("prefill.compile=")]
     eager = SlimPipeline(model, None, load_config("llama-3.1-8b", eager_overrides)).prefill(ids)
     a, b = compiled.logits.float(), eager.logits.float()
     shared = [len(set(x.tolist()) & set(y.tolist())) / max(len(y), 1)
@@ -69,7 +69,8 @@ def main() -> None:
     pipe = SlimPipeline(model, None, load_config("llama-3.1-8b", args.overrides))
     ids = torch.randint(0, 128000, (1, args.prompt), generator=torch.Generator().manual_seed(0)).to(device)
     result = pipe.prefill(ids)  # warm-up: compiles FlexAttention's kernels (and prefill.compile's graph)
-    check = compiled_vs_eager(model, args.overrides, ids, result) if "prefill.compile=true" in args.overrides else None
+    compiled = any(o.replace(" ", "").lower() == "prefill.compile=true" for o in args.overrides)
+    check = compiled_vs_eager(model, args.overrides, ids, result) if compiled else None
     times = []
     for _ in range(args.repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -97,7 +98,8 @@ def main() -> None:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / f"{args.name}.json").write_text(json.dumps(
         {"prompt": args.prompt, "overrides": args.overrides, "device": torch.cuda.get_device_name(),
-         "torch": torch.__version__, "compiled_vs_eager": check, "wall_ms": wall_ms, "times_ms": times, "gpu_busy_ms": busy, "groups": per_group,
+         "torch": torch.__version__, "compiled_vs_eager": check, "wall_ms": wall_ms, "times_ms": times,
+         "gpu_busy_ms": busy, "groups": per_group,
          "kernels": kernels[:60], "host_ops": host_ops[:40]}, indent=1))
 
 

@@ -163,8 +163,9 @@ def layout_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, selection: Bl
         return flex_block_sparse_attention(*strided, selection, scale, block_mask)
 
     rows = []
-    for label, run, options in (("strided, as a model gives them", as_given, flex_kernel_options(*strided)),
-                                ("contiguous copy + its options", copied, flex_kernel_options(q, k, v))):
+    block = selection.block_size
+    for label, run, options in (("strided, as a model gives them", as_given, flex_kernel_options(*strided, block)),
+                                ("contiguous copy + its options", copied, flex_kernel_options(q, k, v, block))):
         log(f"    layout: {label}")
         m = budget.run(lambda r=run: meter.measure(r))
         rows.append({"layout": label, "options": options, **m, "ms": ms(m), "tflops": tflops(flops, m)})
@@ -195,7 +196,7 @@ def kernel_rows(n: int, hf: Any, device: torch.device, dtype: torch.dtype, densi
         select = budget.run(lambda s=strategy: meter.measure(lambda: s.select(q, k, scale)))
         row[f"{name}_select"] = {**select, "ms": ms(select)}
     row["sparse"] = []
-    shipped_options = flex_kernel_options(q, k, v) if cuda else None
+    shipped_options = flex_kernel_options(q, k, v, FlexPrefillConfig().block_size) if cuda else None
     for density in densities:
         strategy = FlexPrefillAttention(FlexPrefillConfig(density=density))
         log(f"  kernel {n}: flexprefill top blocks at {density:.0%}")

@@ -6,8 +6,10 @@ tokens, so the key/value views are not contiguous), and ``torch.compile(flex_att
 dynamic shapes/strides once a second layout or length comes. This times, in one process (Llama-3.1-8B shape,
 random bf16 weights, ``llama-3.1-8b`` preset with the overrides given): prefill alone; the fast path's TTFT;
 prefill alone again (after the fast path's layout has been seen); then a second prompt length and both again;
-counts dynamo's compiles and says whether every call on the 32k prompt gave the same tokens. Prints one JSON line. ``--static`` turns off dynamo's automatic dynamic shapes
-(every new length or layout compiles a kernel of its own), to tell a dynamic kernel's cost from the layout's;
+counts dynamo's compiles and says whether every call on the 32k prompt gave the same tokens. Prints one JSON
+line. ``--static`` turns off dynamo's automatic dynamic shapes,
+so FlexAttention compiles a kernel of its own for every new length or layout (the compiled prefill pieces stay
+dynamic: they mark their token dimension themselves), to tell a dynamic kernel's cost from the layout's;
 ``--torch-divisible`` leaves FlexAttention's ``IS_DIVISIBLE`` to torch, as before sliminfer set it from the
 real lengths (``flex_kernel_options``).
 
@@ -55,8 +57,8 @@ def main(overrides: list[str]) -> dict[str, object]:
 
         ours = kernel.flex_kernel_options
 
-        def without_divisible(*tensors: torch.Tensor) -> dict[str, object]:
-            options = ours(*tensors)
+        def without_divisible(*args: object) -> dict[str, object]:
+            options = ours(*args)
             options.pop("IS_DIVISIBLE", None)
             return options
 
@@ -67,7 +69,8 @@ def main(overrides: list[str]) -> dict[str, object]:
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 128000, (1, 32768), generator=gen).to(device)
     other = torch.randint(0, 128000, (1, 30000), generator=gen).to(device)
-    rows: dict[str, object] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "overrides": overrides,
+    rows: dict[str, object] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                               "overrides": overrides,
                                "automatic_dynamic_shapes": not static, "torch_divisible": torch_divisible}
 
     def record(key: str, value: float) -> None:  # printed as it comes, so a cut-off run still says something

@@ -196,7 +196,9 @@ class DecodeSection(ConfigModel):
         "kernel; CUDA). auto: triton when compiled on CUDA (split without Triton), else flash or sdpa."
     )
     graph: bool | None = Field(None, description="Replay the static step as a CUDA graph (null: on CUDA devices).")
-    compile: bool | None = Field(None, description="torch.compile the static step (null: on CUDA devices).")
+    compile: bool | None = Field(None, description="torch.compile the static step (null: on CUDA devices, falling "
+                                 "back to the uncompiled step with a warning if that fails; true where torch.compile "
+                                 "cannot run, without a C++ compiler on the CPU or Triton on CUDA, is refused).")
     autotune: bool = Field(
         False,
         description="Let the compile time inductor's matmul and reduction variants on this device (max_autotune, "

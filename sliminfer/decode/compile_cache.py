@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,8 @@ def _missing_compiler(device_type: str) -> str | None:
     if device_type == "cuda":
         from torch.utils._triton import has_triton
 
-        return None if has_triton() else "Triton, which is not importable here (install triton)"
+        return None if has_triton() else ("Triton, which is unavailable here (not installed, or this GPU's compute "
+                                           "capability is below 7.0)")
     if device_type == "cpu":
         try:
             from torch._inductor.cpp_builder import get_cpp_compiler
@@ -105,10 +106,10 @@ def _missing_compiler(device_type: str) -> str | None:
     return None
 
 
-def check_can_compile(field: str, device: torch.device) -> None:
-    """Refuse ``field: true`` before any work where torch.compile cannot run on ``device``, instead of an
-    inductor error from inside the first forward pass."""
-    missing = _missing_compiler(torch.device(device).type)
-    if missing is not None:
-        raise ConfigError(field, True, f"torch.compile on {torch.device(device).type} needs {missing}; or set "
-                          f"{field} to false")
+def check_can_compile(field: str, devices: Iterable[torch.device]) -> None:
+    """Refuse ``field: true`` before any work where torch.compile cannot run on one of ``devices`` (the model's:
+    several with a ``device_map``), instead of an inductor error from inside the first forward pass."""
+    for kind in sorted({torch.device(d).type for d in devices}):
+        missing = _missing_compiler(kind)
+        if missing is not None:
+            raise ConfigError(field, True, f"torch.compile on {kind} needs {missing}; or set {field} to false")

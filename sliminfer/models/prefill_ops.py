@@ -9,7 +9,8 @@ kernels; the matmuls stay cuBLAS's.
 
 The pieces take the layer's modules as arguments, so one compiled graph serves every layer (torch inlines
 built-in modules: their weights are graph inputs, not constants), and the token dimension is dynamic from
-the first call: one graph per piece for every prompt length. (Letting torch specialise the first length
+the first call: one graph per piece for every prompt length (a one-token input, a new dtype or device
+still gets its own). (Letting torch specialise the first length
 and recompile dynamically for the next meant the same prompt ran through other kernels once another length
 had been seen: other roundings, and in bf16 on an H100 other pruning choices and other tokens.) Off by
 default: the fused kernels round differently from the eager ones (float32 tolerance, not bit equality).

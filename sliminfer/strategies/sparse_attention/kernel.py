@@ -134,24 +134,27 @@ def compiled_flex_attention() -> Callable[..., torch.Tensor]:
     return _compiled_flex
 
 
-#: FlexAttention's tile multiple: lengths that are multiples of it need no bounds checks on the tiles' loads
+#: FlexAttention's largest tile: lengths that are multiples of it (and of the block mask's block) need no
+#: bounds checks on the tiles' loads
 FLEX_TILE_MULTIPLE = 128
 
 
-def flex_kernel_options(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> dict[str, Any]:
-    """The FlexAttention options for these query/key/value tensors: :data:`FLEX_KERNEL_OPTIONS`; on CUDA
-    ``IS_DIVISIBLE`` from the actual lengths; plus :data:`HOPPER_KERNEL_OPTIONS` when all are contiguous on
-    a compute capability 9.x GPU.
+def flex_kernel_options(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, block_size: int) -> dict[str, Any]:
+    """The FlexAttention options for these query/key/value tensors and a block mask of ``block_size`` blocks:
+    :data:`FLEX_KERNEL_OPTIONS`; on CUDA ``IS_DIVISIBLE`` from the actual lengths; plus
+    :data:`HOPPER_KERNEL_OPTIONS` when all are contiguous on a compute capability 9.x GPU.
 
     ``IS_DIVISIBLE``: torch decides it from the lengths it compiled for, and once a second length or layout
     has made the compiled kernel dynamic it no longer knows them, so a 32k prompt would run the kernel with
-    bounds-checked loads. Told here from the real lengths, the dynamic kernel of a multiple of 128 keeps the
-    unchecked loads (a value compiles a kernel of its own, so lengths of both kinds get two)."""
+    bounds-checked loads. Told here from the real lengths, the dynamic kernel keeps the unchecked loads where
+    they are safe: both lengths multiples of the largest tile and of the mask's block (a block reaching past
+    the end would have its tiles there read unchecked). Each value compiles a kernel of its own."""
     options = dict(FLEX_KERNEL_OPTIONS)
     device = query.device
     if device.type != "cuda":
         return options
-    options["IS_DIVISIBLE"] = query.shape[-2] % FLEX_TILE_MULTIPLE == 0 and key.shape[-2] % FLEX_TILE_MULTIPLE == 0
+    options["IS_DIVISIBLE"] = all(n % FLEX_TILE_MULTIPLE == 0 and n % block_size == 0
+                                  for n in (query.shape[-2], key.shape[-2]))
     if all(t.is_contiguous() for t in (query, key, value)) and torch.cuda.get_device_capability(device)[0] == 9:
         options.update(HOPPER_KERNEL_OPTIONS)
     return options
@@ -171,7 +174,10 @@ def flex_block_sparse_attention(
     check_inputs(query, key, value, selection)
     mask = flex_block_mask(selection) if block_mask is None else block_mask
     grouped = query.shape[1] != key.shape[1]
-    options = flex_kernel_options(query, key, value) if kernel_options is None else dict(kernel_options)
+    if kernel_options is None:
+        options = flex_kernel_options(query, key, value, selection.block_size)
+    else:
+        options = dict(kernel_options)
     return compiled_flex_attention()(query, key, value, block_mask=mask, scale=scale, enable_gqa=grouped,
                                      kernel_options=options)
 
