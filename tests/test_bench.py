@@ -221,6 +221,18 @@ def test_bandwidth_flag_takes_bytes_per_second_or_copy() -> None:
             bandwidth_arg(bad)
 
 
+def test_measure_or_raise_raises_what_measure_would_return_as_a_status() -> None:
+    meter = Meter(torch.device("cpu"), warmup=0, repeats=2)
+    assert meter.measure_or_raise(lambda: 1)["status"] == "ok"
+
+    def broken() -> None:
+        raise ValueError("no such thing")
+
+    assert meter.measure(broken)["status"] == "error"
+    with pytest.raises(RuntimeError, match=r"timing failed \(error\): ValueError: no such thing"):
+        meter.measure_or_raise(broken)
+
+
 def test_measured_copy_bandwidth_sets_the_floor(tmp_path, capsys) -> None:
     assert copy_bandwidth(torch.device("cpu"), nbytes=1 << 20, repeats=3) > 0
     assert main(["bench", "model.device=cpu", "--shape", "tiny-llama", "--prompt-lengths", "64", "--output-lengths", "3",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decode_profile import group_of, kernel_breakdown, print_breakdown  # noqa: E402
 
 from sliminfer import SlimPipeline, load_config  # noqa: E402
+from sliminfer.bench.measure import Meter  # noqa: E402
 from sliminfer.bench.shapes import build_random_model  # noqa: E402
 
 #: prefill kernels the decode's groups do not name, looked up first
@@ -71,15 +71,8 @@ def main() -> None:
     result = pipe.prefill(ids)  # warm-up: compiles FlexAttention's kernels (and prefill.compile's graph)
     compiled = any(o.replace(" ", "").lower() == "prefill.compile=true" for o in args.overrides)
     check = compiled_vs_eager(model, args.overrides, ids, result) if compiled else None
-    times = []
-    for _ in range(args.repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        pipe.prefill(ids)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    wall_ms = statistics.median(times)
+    timed = Meter(device, warmup=0, repeats=args.repeats).measure_or_raise(lambda: pipe.prefill(ids))
+    wall_ms, times = timed["median_s"] * 1e3, [t * 1e3 for t in timed["times_s"]]
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:

@@ -26,19 +26,12 @@ import torch
 from torch._dynamo.utils import counters
 
 from sliminfer import SlimPipeline, load_config
+from sliminfer.bench.measure import Meter
 from sliminfer.bench.shapes import build_random_model
 
 
 def timed_prefill(pipe: SlimPipeline, ids: torch.Tensor, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        pipe.prefill(ids)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
+    return Meter(ids.device, warmup=0, repeats=repeats).measure_or_raise(lambda: pipe.prefill(ids))["median_s"]
 
 
 def fast_ttft(pipe: SlimPipeline, ids: torch.Tensor, tokens: set[tuple[int, ...]], repeats: int = 3) -> float:

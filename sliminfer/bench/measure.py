@@ -74,6 +74,14 @@ class Meter:
         return {"status": "ok", "median_s": statistics.median(times), "min_s": min(times), "times_s": times,
                 "peak_bytes": peak, "base_bytes": base, **extra}
 
+    def measure_or_raise(self, fn: Callable[[], Any]) -> dict[str, Any]:
+        """:meth:`measure`, raising where it would return a failed status: for a script or helper that times
+        one thing and has nothing to go on without it."""
+        result = self.measure(fn)
+        if result["status"] != "ok":
+            raise RuntimeError(f"timing failed ({result['status']}): {result['error']}")
+        return result
+
 
 def copy_bandwidth(device: torch.device, nbytes: int | None = None, repeats: int = 9) -> float:
     """Bytes per second a copy of ``nbytes`` (default 1 GiB on a GPU, 64 MiB elsewhere) within ``device``'s
@@ -85,14 +93,15 @@ def copy_bandwidth(device: torch.device, nbytes: int | None = None, repeats: int
     is this figure; measured in the bench's own process, the floor fits whichever card the run got.
     """
     nbytes = nbytes or (1 << 30 if device.type == "cuda" else 1 << 26)
+    seconds = _copy_seconds(device, nbytes, repeats)
+    free_memory(device)  # the two buffers went with _copy_seconds
+    return 2 * nbytes / seconds
+
+
+def _copy_seconds(device: torch.device, nbytes: int, repeats: int) -> float:
     src = torch.empty(nbytes, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    result = Meter(device, warmup=1, repeats=repeats).measure(lambda: dst.copy_(src))
-    del src, dst
-    free_memory(device)
-    if result["status"] != "ok":
-        raise RuntimeError(f"timing a {nbytes}-byte copy on {device} failed: {result['error']}")
-    return 2 * nbytes / result["median_s"]
+    return Meter(device, warmup=1, repeats=repeats).measure_or_raise(lambda: dst.copy_(src))["median_s"]
 
 
 def all_ok(*results: dict[str, Any] | None) -> bool:

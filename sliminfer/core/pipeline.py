@@ -67,10 +67,11 @@ class SlimPipeline:
                               "attention heads are sharded over processes); use prefill.compile: false")
         if self.config.decode.mode == "static":
             check_static_options(self.config.generation)
-        compiles = {"prefill.compile": self.config.prefill.compile, "decode.compile": self.config.decode.compile}
         devices = {self.device, *(d for d in self.adapter.layer_devices or () if d is not None)}
-        for field in (f for f, on in compiles.items() if on):  # decode.compile null: a failed compile falls back
-            check_can_compile(field, devices)
+        for field, on in (("prefill.compile", self.config.prefill.compile),
+                          ("decode.compile", self.config.decode.compile)):
+            if on:  # decode.compile null is not checked: a failed compile there falls back to the eager step
+                check_can_compile(field, devices)
         scorer = schedule = None
         pruning = self.config.pruning
         if pruning is not None:

@@ -139,7 +139,8 @@ def compiled_flex_attention() -> Callable[..., torch.Tensor]:
 FLEX_TILE_MULTIPLE = 128
 
 
-def flex_kernel_options(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, block_size: int) -> dict[str, Any]:
+def flex_kernel_options(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                        block_size: int) -> dict[str, Any]:
     """The FlexAttention options for these query/key/value tensors and a block mask of ``block_size`` blocks:
     :data:`FLEX_KERNEL_OPTIONS`; on CUDA ``IS_DIVISIBLE`` from the actual lengths; plus
     :data:`HOPPER_KERNEL_OPTIONS` when all are contiguous on a compute capability 9.x GPU.
