@@ -202,6 +202,42 @@ def test_strategy_output_is_what_the_layer_uses(zero_registry, backend: str) -> 
     assert not torch.equal(ours.logits, SlimPipeline.from_pretrained(model).prefill(_ids(200)).logits)
 
 
+class LayoutAttention(ZeroAttention):
+    """Records the strides of the keys and values it gets, then attends densely (test only)."""
+
+    def attend(self, adapter, layer, module, query, key, value, attention_mask):
+        self.calls.append((layer, key.stride(), value.stride()))
+        return adapter.own_attention(module, query, key, value, attention_mask)
+
+
+def test_prefill_and_fast_path_hand_the_strategy_one_kv_layout() -> None:
+    """``generate(fast=True)`` writes the prompt KV into the static decoder's buffers (room for the new tokens);
+    the strategy gets the projections' k/v, so the same layout as in ``prefill``, where the cache's buffer is
+    prompt-sized (a compiled kernel seeing a second layout recompiles dynamically), and the same tokens."""
+    registry = Registry(load_entry_points=False)
+
+    class Plugin:
+        @hookimpl
+        def sliminfer_register(self, register) -> None:
+            register.attention("layout", LayoutAttention)
+
+    registry.register_plugin(Plugin(), name="layout-plugin")
+    model = tiny_model("llama", seed=8)
+    pipe = SlimPipeline(model, config=SlimConfig.model_validate(_config(True, {"name": "layout", "layers": [0, 1]})),
+                        registry=registry)
+    calls = pipe.forward.attention.calls
+    ids = _ids(301, seed=9)
+    pipe.prefill(ids)
+    alone = calls[:]
+    calls.clear()
+    fast = pipe.generate(ids, max_new_tokens=6, fast=True)
+    assert calls[:2] == alone and len(alone) == 2  # the fast path's prefill, then no call in its decode
+    assert fast.token_ids == pipe.generate(ids, max_new_tokens=6).token_ids
+    calls.clear()
+    pipe.prefill(ids, reserve_tokens=16)  # a buffer with room: the cache's views have other strides
+    assert calls == alone, "a buffer with spare room changed the layout the strategy sees"
+
+
 # 4. config ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "section",

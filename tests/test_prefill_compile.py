@@ -57,6 +57,30 @@ def test_one_graph_serves_every_layer() -> None:
     assert counters["stats"]["unique_graphs"] <= 3, dict(counters["stats"])
 
 
+@pytest.mark.parametrize("fast", [False, True], ids=["prefill", "fast_path"])
+def test_sparse_attention_gets_contiguous_qkv(fast: bool, monkeypatch) -> None:
+    """Compiled, RoPE writes q/k contiguous and v is copied so (FlexAttention's TMA loads on Hopper), in the fast
+    path too (the attention gets the projections' k/v, not the static decoder's buffer views)."""
+    from sliminfer.strategies.sparse_attention import strategy
+
+    seen: list[tuple[bool, ...]] = []
+    kernel = strategy.block_sparse_attention
+
+    def recording(query, key, value, *args):
+        seen.append(tuple(t.is_contiguous() for t in (query, key, value)))
+        return kernel(query, key, value, *args)
+
+    monkeypatch.setattr(strategy, "block_sparse_attention", recording)
+    _, compiled = _pair("tiny-llama", [*PRUNED, "attention.name=flexprefill", "attention.min_budget=128",
+                                       "attention.min_tokens=256"])
+    ids = torch.randint(0, 100, (1, 700), generator=torch.Generator().manual_seed(2))
+    if fast:
+        compiled.generate(ids, max_new_tokens=3, fast=True)
+    else:
+        compiled.prefill(ids)
+    assert seen == [(True, True, True)] * 2  # layers 0 and 1 see the whole prompt
+
+
 def test_prefill_compile_must_be_a_boolean() -> None:
     with pytest.raises(ConfigError, match="prefill.compile"):
         load_config(None, ["prefill.compile=sometimes"])

@@ -11,7 +11,8 @@ line. ``--static`` turns off dynamo's automatic dynamic shapes,
 so FlexAttention compiles a kernel of its own for every new length or layout (the compiled prefill pieces stay
 dynamic: they mark their token dimension themselves), to tell a dynamic kernel's cost from the layout's;
 ``--torch-divisible`` leaves FlexAttention's ``IS_DIVISIBLE`` to torch, as before sliminfer set it from the
-real lengths (``flex_kernel_options``).
+real lengths (``flex_kernel_options``); ``--cache-views`` hands the attention the cache's views of k/v, as before
+the prefill attended over the projections' own (``ModelAdapter.attention_block_with``).
 
     python3 benchmarks/gpu/ttft_gap.py attention.name=flexprefill attention.density=0.1 prefill.compile=true
 """
@@ -42,7 +43,8 @@ def fast_ttft(pipe: SlimPipeline, ids: torch.Tensor, tokens: set[tuple[int, ...]
 
 
 def main(overrides: list[str]) -> dict[str, object]:
-    static, torch_divisible = "--static" in overrides, "--torch-divisible" in overrides
+    static, torch_divisible, cache_views = (flag in overrides for flag in ("--static", "--torch-divisible",
+                                                                          "--cache-views"))
     overrides = [o for o in overrides if not o.startswith("--")]
     torch._dynamo.config.automatic_dynamic_shapes = not static
     if torch_divisible:
@@ -56,6 +58,15 @@ def main(overrides: list[str]) -> dict[str, object]:
             return options
 
         kernel.flex_kernel_options = without_divisible
+    if cache_views:
+        from sliminfer.models.base import ModelAdapter
+
+        decomposed = ModelAdapter._decomposed_block
+
+        def with_cache_views(self: ModelAdapter, *args: object, **kwargs: object) -> torch.Tensor:
+            return decomposed(self, *args, **{**kwargs, "own_kv": False})
+
+        ModelAdapter._decomposed_block = with_cache_views
     device = torch.device("cuda")
     model = build_random_model("llama-3.1-8b", torch.bfloat16, device, "sdpa", 0)
     pipe = SlimPipeline(model, None, load_config("llama-3.1-8b", overrides))
@@ -64,7 +75,8 @@ def main(overrides: list[str]) -> dict[str, object]:
     other = torch.randint(0, 128000, (1, 30000), generator=gen).to(device)
     rows: dict[str, object] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                                "overrides": overrides,
-                               "automatic_dynamic_shapes": not static, "torch_divisible": torch_divisible}
+                               "automatic_dynamic_shapes": not static, "torch_divisible": torch_divisible,
+                               "cache_views": cache_views}
 
     def record(key: str, value: float) -> None:  # printed as it comes, so a cut-off run still says something
         rows[key] = value

@@ -235,8 +235,15 @@ class ModelAdapter(Strategy, DecodeParts):
         function (a prefill attention strategy): input norm, q/k/v projections with any q/k norm and RoPE,
         the cache update, ``attend``, then o_proj and the residual. With :meth:`own_attention` as
         ``attend`` it equals :meth:`attention_block` exactly; with ``ops`` (``prefill.compile``) the norm
-        and RoPE run compiled, unless this adapter computes q/k/v its own way (overrides ``decode_qkv``)."""
-        return self._decomposed_block(layer, hidden, position_embeddings, attention_mask, cache, attend, ops=ops)
+        and RoPE run compiled, unless this adapter computes q/k/v its own way (overrides ``decode_qkv``).
+
+        A prefill writes each layer's KV once: where the cache holds no earlier tokens of the layer, ``attend``
+        gets the projections' own k/v (the same values) instead of the cache's views of them. Why: those views'
+        strides depend on the buffer the cache writes into (prompt-sized for ``prefill``, with room for the new
+        tokens in ``generate(fast=True)``'s static decoder), and a compiled attention kernel (FlexAttention)
+        seeing a second layout recompiles as a dynamic kernel; the projections' layout is the same in both."""
+        return self._decomposed_block(layer, hidden, position_embeddings, attention_mask, cache, attend, ops=ops,
+                                      own_kv=True)
 
     def _decomposed_block(
         self,
@@ -248,9 +255,12 @@ class ModelAdapter(Strategy, DecodeParts):
         attend: Attend,
         observe: bool = False,
         ops: PrefillOps | None = None,
+        own_kv: bool = False,
     ) -> torch.Tensor:
         """The attention module's forward in its pieces (the decode parts' q/k/v and output), ``attend``
-        between them; with ``observe``, the queries go to ``cache.observe_query`` first."""
+        between them; with ``observe``, the queries go to ``cache.observe_query`` first; with ``own_kv``,
+        ``attend`` gets the projected k/v where the cache returned just those tokens (see
+        :meth:`attention_block_with`)."""
         parts = self._attention_lookup()[0]
         if ops is not None and uses_mixin(self, "decode_qkv"):
             q, k, v = project_qkv(self, layer, hidden, position_embeddings, None, ops)
@@ -259,7 +269,9 @@ class ModelAdapter(Strategy, DecodeParts):
         if cache is not None:  # None: a prompt filter's first pass, whose KV nothing reads
             if observe:
                 cache.observe_query(layer, q)
-            k, v = cache.update(k, v, layer)
+            held_k, held_v = cache.update(k, v, layer)
+            if not (own_kv and held_k.shape[2] == k.shape[2]):
+                k, v = held_k, held_v
         out = attend(self.layers[layer].self_attn, q, k, v, attention_mask)
         return parts.output(layer, hidden, out)
 

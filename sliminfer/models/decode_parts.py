@@ -213,7 +213,8 @@ def project_qkv(
     adapter: Any, layer: int, hidden: torch.Tensor, position_embeddings: PositionEmbeddings,
     fused: _FusedGroup | None, ops: PrefillOps | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q/k/v as the attention module computes them; with ``ops``, the input norm and RoPE run compiled."""
+    """q/k/v as the attention module computes them; with ``ops``, the input norm and RoPE run compiled and the
+    three come contiguous (``PrefillOps.rope``)."""
     block = adapter.layers[layer]
     attn = block.self_attn
     x = block.input_layernorm(hidden) if ops is None else ops.norm(block.input_layernorm, hidden)
@@ -228,7 +229,9 @@ def project_qkv(
         q, k = q_norm(q), attn.k_norm(k)
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     cos, sin = position_embeddings
-    q, k = (adapter._rope if ops is None else ops.rope)(q, k, cos, sin)
+    if ops is not None:
+        return ops.rope(q, k, v, cos, sin)
+    q, k = adapter._rope(q, k, cos, sin)
     return q, k, v
 
 
