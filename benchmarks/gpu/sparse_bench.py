@@ -11,8 +11,8 @@ on top of pruning) are measured separately, each against its dense baseline in t
 2. TTFT (``--lengths``, default 32k / 64k / 128k; CUDA events after warm-up, median of ``--repeats``):
    stock transformers' prefill, SlimInfer (``--preset``, the paper's schedule), flexprefill alone,
    minference alone (every layer), SlimInfer + flexprefill at each fixed density on the layers that see
-   the whole prompt, and the two shipped presets (SlimInfer + each method's own rule), each with its
-   speedup over stock and the density it computed;
+   the whole prompt (at the middle density also with ``prefill.compile``), and the two shipped presets
+   (SlimInfer + each method's own rule), each with its speedup over stock and the density it computed;
 3. a plot of TTFT against density (matplotlib, if importable).
 
 Random bf16 weights with the real shape (speed only): their attention is nearly uniform, so the
@@ -149,11 +149,12 @@ def option_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, selection: Bl
 def layout_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, selection: BlockSelection, block_mask: Any,
                 scale: float, flops: float, dense_flops: float, meter: Meter, budget: Budget,
                 log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """The shipped kernel on q/k/v laid out as a model's attention hands them over (transposed views of
+    """The shipped kernel on q/k/v laid out as the eager prefill hands them over (transposed views of
     ``[b, n, heads, d]`` projections: strided, so no TMA loads), against contiguous copies made inside the
-    timed call (so TMA on Hopper): whether copying q/k/v would pay for itself inside a prefill. Also dense
-    SDPA on that strided query (its KV heads repeated, as transformers' SDPA path does): the like-for-like
-    baseline of the strided row."""
+    timed call (so TMA on Hopper): whether copying q/k/v would pay for itself inside an eager prefill. (The
+    compiled prefill, ``prefill.compile``, gives them contiguous at no extra cost: the kernel rows' layout.)
+    Also dense SDPA on that strided query (its KV heads repeated, as transformers' SDPA path does): the
+    like-for-like baseline of the strided row."""
     strided = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v)]
 
     def copied() -> torch.Tensor:
@@ -164,7 +165,8 @@ def layout_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, selection: Bl
 
     rows = []
     block = selection.block_size
-    for label, run, options in (("strided, as a model gives them", as_given, flex_kernel_options(*strided, block)),
+    for label, run, options in (("strided, as the eager prefill gives them", as_given,
+                                 flex_kernel_options(*strided, block)),
                                 ("contiguous copy + its options", copied, flex_kernel_options(q, k, v, block))):
         log(f"    layout: {label}")
         m = budget.run(lambda r=run: meter.measure(r))
@@ -242,8 +244,10 @@ def ttft_configs(preset: SlimConfig, densities: list[float], min_tokens: int | N
         return load_config({**config, "attention": {**attention, **floor}})
 
     configs = {"sliminfer": preset}
-    configs[f"sliminfer+flexprefill@{densities[len(densities) // 2]:.0%}"] = with_attention(
-        base, {"name": "flexprefill", "density": densities[len(densities) // 2]})
+    headline = densities[len(densities) // 2]
+    configs[f"sliminfer+flexprefill@{headline:.0%}"] = with_attention(base, {"name": "flexprefill", "density": headline})
+    configs[f"sliminfer+flexprefill@{headline:.0%}+compile"] = with_attention(
+        {**base, "prefill": {**base["prefill"], "compile": True}}, {"name": "flexprefill", "density": headline})
     configs["flexprefill"] = with_attention(unpruned, {"name": "flexprefill"})
     configs["minference"] = with_attention(unpruned, {"name": "minference"})
     for density in densities:
