@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 PositionEmbeddings = tuple[torch.Tensor, torch.Tensor]
 #: ``attend(module, q, k, v, mask) -> [b, n, q_heads * d]``: a layer's attention between its q/k/v (after
-#: RoPE, as the cache update returned k/v) and its o_proj (:meth:`ModelAdapter.own_attention` is one)
+#: RoPE; k/v every token the layer attends to, in a prefill the projections' own tensors) and its o_proj
+#: (:meth:`ModelAdapter.own_attention` is one)
 Attend = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 

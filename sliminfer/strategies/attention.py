@@ -58,8 +58,10 @@ class AttentionStrategy(Strategy, ABC):
             module: the layer's attention module (``module.scaling`` is the softmax scale; the model's own
                 attention function takes the module).
             query: ``[batch, q_heads, n, head_dim]``, after any q norm and RoPE.
-            key, value: ``[batch, kv_heads, n_kv, head_dim]`` as the cache update returned them (RoPE applied
-                to the keys; grouped-query heads not repeated).
+            key, value: ``[batch, kv_heads, n_kv, head_dim]``, every token the layer attends to (RoPE applied
+                to the keys; grouped-query heads not repeated): in a prefill the projections' own tensors, which
+                the cache has stored, so their layout (strides) does not depend on the cache's buffers; any
+                layout may come (contiguous with ``prefill.compile``).
             attention_mask: what the engine passes the layer: None where the backend applies causality
                 itself (sdpa, flash), else the additive causal mask ``[1, 1, n, n_kv]`` (eager).
 
