@@ -54,7 +54,8 @@ def _contiguous_qkv(rope: Callable[..., Any]) -> Callable[..., Any]:
 
     Why contiguous: the projections give ``[b, n, heads, d]`` seen as ``[b, heads, n, d]``, and on Hopper
     FlexAttention loads contiguous inputs with the Tensor Memory Accelerator (``flex_kernel_options``): at 128k
-    and 10 % of the blocks 32.6 against 34.7 ms per layer (H100, benchmarks/results/h100-2026-12-07c). Compiled,
+    and 10 % of the blocks 32.6 against 34.7 ms per layer (H100, benchmarks/results/h100-2026-12-07c; at 32k no
+    difference showed in a whole prefill, h100-2026-12-07f). Compiled,
     the RoPE kernel writes its output in that layout at no extra cost, and v's copy is one small kernel (v has
     a quarter of q's size in the 8B models); the cache and every attention take either layout."""
 
