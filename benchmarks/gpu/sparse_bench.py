@@ -245,7 +245,8 @@ def ttft_configs(preset: SlimConfig, densities: list[float], min_tokens: int | N
 
     configs = {"sliminfer": preset}
     headline = densities[len(densities) // 2]
-    configs[f"sliminfer+flexprefill@{headline:.0%}"] = with_attention(base, {"name": "flexprefill", "density": headline})
+    configs[f"sliminfer+flexprefill@{headline:.0%}"] = with_attention(
+        base, {"name": "flexprefill", "density": headline})
     configs[f"sliminfer+flexprefill@{headline:.0%}+compile"] = with_attention(
         {**base, "prefill": {**base["prefill"], "compile": True}}, {"name": "flexprefill", "density": headline})
     configs["flexprefill"] = with_attention(unpruned, {"name": "flexprefill"})

@@ -214,7 +214,7 @@ def project_qkv(
     fused: _FusedGroup | None, ops: PrefillOps | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q/k/v as the attention module computes them; with ``ops``, the input norm and RoPE run compiled and the
-    three come contiguous (``PrefillOps.rope``)."""
+    three come contiguous (``PrefillOps.rope_qkv``)."""
     block = adapter.layers[layer]
     attn = block.self_attn
     x = block.input_layernorm(hidden) if ops is None else ops.norm(block.input_layernorm, hidden)
@@ -230,7 +230,7 @@ def project_qkv(
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     cos, sin = position_embeddings
     if ops is not None:
-        return ops.rope(q, k, v, cos, sin)
+        return ops.rope_qkv(q, k, v, cos, sin)
     q, k = adapter._rope(q, k, cos, sin)
     return q, k, v
 

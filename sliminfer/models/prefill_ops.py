@@ -10,9 +10,9 @@ kernels; the matmuls stay cuBLAS's.
 The pieces take the layer's modules as arguments, so one compiled graph serves every layer (torch inlines
 built-in modules: their weights are graph inputs, not constants), and the token dimension is dynamic from
 the first call: one graph per piece for every prompt length (a one-token input, a new dtype or device
-still gets its own). (Letting torch specialise the first length
-and recompile dynamically for the next meant the same prompt ran through other kernels once another length
-had been seen: other roundings, and in bf16 on an H100 other pruning choices and other tokens.) Off by
+still gets its own). (Letting torch specialise the first length and recompile dynamically for the next meant
+the same prompt ran through other kernels once another length had been seen: other roundings, and in bf16 on
+an H100 other pruning choices and other tokens.) Off by
 default: the fused kernels round differently from the eager ones (float32 tolerance, not bit equality).
 """
 
@@ -55,9 +55,9 @@ def _contiguous_qkv(rope: Callable[..., Any]) -> Callable[..., Any]:
     Why contiguous: the projections give ``[b, n, heads, d]`` seen as ``[b, heads, n, d]``, and on Hopper
     FlexAttention loads contiguous inputs with the Tensor Memory Accelerator (``flex_kernel_options``): at 128k
     and 10 % of the blocks 32.6 against 34.7 ms per layer (H100, benchmarks/results/h100-2026-12-07c; at 32k no
-    difference showed in a whole prefill, h100-2026-12-07f). Compiled,
-    the RoPE kernel writes its output in that layout at no extra cost, and v's copy is one small kernel (v has
-    a quarter of q's size in the 8B models); the cache and every attention take either layout."""
+    difference showed in a whole prefill, h100-2026-12-07f). Compiled, the RoPE kernel writes its output in that
+    layout at no extra cost, and v's copy is one small kernel (v has a quarter of q's size in the 8B models);
+    the cache and every attention take either layout."""
 
     def apply(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor,
               sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -76,6 +76,6 @@ class PrefillOps:
         self.norm = _tokens_dynamic(_norm)
         #: ``(q, k, v)`` from the projections' ``(q, k, v, cos, sin)``: q and k after the model's own
         #: ``apply_rotary_pos_emb(q, k, cos, sin)``, all three contiguous (:func:`_contiguous_qkv`)
-        self.rope = _tokens_dynamic(_contiguous_qkv(rope))
+        self.rope_qkv = _tokens_dynamic(_contiguous_qkv(rope))
         #: ``mlp(norm(hidden))``, without the residual (a chunked MLP adds it in place)
         self.mlp = _tokens_dynamic(_mlp)
