@@ -309,7 +309,7 @@ def plot(rows: list[dict[str, Any]], densities: list[float], path: Path, log: Ca
             ax.plot([x * 100 for x, _ in points], [y for _, y in points], marker="o", label=f"{row['tokens']} tokens")
         if points and ms(row.get("stock")):
             ax.axhline(ms(row["stock"]), linestyle=":", linewidth=0.8, color=ax.lines[-1].get_color())
-    ax.set_xlabel("measured density of the sparse layers (% of causal blocks; 100: SlimInfer, dense)")
+    ax.set_xlabel("measured density of the sparse layers\n(% of causal blocks; 100: SlimInfer alone, dense)")
     ax.set_ylabel("TTFT (ms)")
     ax.set_title("SlimInfer + FlexPrefill top blocks (dotted: stock)")
     ax.legend()
