@@ -6,7 +6,6 @@ Random weights with the Llama-3.1-8B config (speed only). Run on the device mach
 
 from __future__ import annotations
 
-import statistics
 import sys
 
 import torch
@@ -14,6 +13,7 @@ import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from sliminfer import SlimPipeline
+from sliminfer.bench.measure import Meter
 
 
 def llama8b_config() -> LlamaConfig:
@@ -24,16 +24,8 @@ def llama8b_config() -> LlamaConfig:
 
 
 def cuda_time(fn, repeats: int = 3) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
+    """Median seconds of ``fn`` after one warm-up call (CUDA events: the bench's own :class:`Meter`)."""
+    return Meter(torch.device("cuda"), warmup=1, repeats=repeats).measure_or_raise(fn)["median_s"]
 
 
 def main() -> None:
