@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sliminfer.bench.cost import ModelCost
-from sliminfer.bench.measure import Meter, copy_bandwidth
+from sliminfer.bench.measure import Meter, copy_bandwidth, graph_seconds_per_call
 from sliminfer.bench.report import e2e_table, ttft_table
 from sliminfer.bench.shapes import (
     RANDOM_LABEL,
@@ -231,6 +231,14 @@ def test_measure_or_raise_raises_what_measure_would_return_as_a_status() -> None
     assert meter.measure(broken)["status"] == "error"
     with pytest.raises(RuntimeError, match=r"timing failed \(error\): ValueError: no such thing"):
         meter.measure_or_raise(broken)
+
+
+def test_graph_seconds_per_call_runs_warm_up_then_repeats_of_calls_and_refuses_zero() -> None:
+    seen = []
+    seconds = graph_seconds_per_call(lambda: seen.append(1), calls=5, repeats=3, device=torch.device("cpu"))
+    assert len(seen) == 5 * (1 + 3) and seconds >= 0.0  # one untimed round, then three timed rounds of five
+    with pytest.raises(ValueError, match="calls=0"):
+        graph_seconds_per_call(lambda: None, calls=0, repeats=3, device=torch.device("cpu"))
 
 
 def test_measured_copy_bandwidth_sets_the_floor(tmp_path, capsys) -> None:

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from sliminfer import SlimPipeline  # noqa: E402
+from sliminfer.bench.measure import graph_seconds_per_call  # noqa: E402
 from sliminfer.decode.kernels import CAPACITY_ALIGN, MASKED_KERNELS, sdpa_decode_attention  # noqa: E402
 from sliminfer.decode.run import static_generate  # noqa: E402
 from sliminfer.testing.tiny_models import tiny_model  # noqa: E402
@@ -58,39 +57,6 @@ def kernel_fn(name: str) -> Callable:
     return torch.compile(fn, fullgraph=True, dynamic=False) if name in ("split", "flex") else fn
 
 
-def time_graph(fn: Callable, calls: int, repeats: int) -> float:
-    """Median µs per call of ``fn`` captured ``calls`` times in one CUDA graph (off CUDA: a plain loop)."""
-    if not torch.cuda.is_available():
-        fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            times.append((time.perf_counter() - start) * 1e6 / calls)
-        return statistics.median(times)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
-    graph.replay()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / calls)
-    return statistics.median(times)
-
-
 def kernel_table(prompt: int, calls: int, repeats: int, dev: torch.device, dtype: torch.dtype) -> dict:
     gen = torch.Generator(device=dev).manual_seed(0)
     tokens = layer_tokens(prompt)
@@ -117,7 +83,7 @@ def kernel_table(prompt: int, calls: int, repeats: int, dev: torch.device, dtype
                 with torch.inference_mode():
                     got = fn(q, keys, values, bias, scale).float()
                     row["max_abs_err_vs_fp32"] = (got - ref).abs().max().item()
-                    us = time_graph(lambda fn=fn: fn(q, keys, values, bias, scale), calls, repeats)
+                    us = 1e6 * graph_seconds_per_call(lambda fn=fn: fn(q, keys, values, bias, scale), calls, repeats, dev)
                 row.update(us=us, gb_per_s=kv_bytes / (us * 1e-6) / 1e9)
                 step_us[name] += us * count
             except Exception as exc:  # noqa: BLE001 - report the kernel as failed, time the others

@@ -12,36 +12,15 @@ of the same bytes (the bandwidth the floor in benchmarks uses).
 from __future__ import annotations
 
 import json
-import statistics
 
 import torch
 import torch.nn.functional as F
 
+from sliminfer.bench.measure import graph_seconds_per_call
+
 SHAPES = {"qkv (fused)": (6144, 4096), "o_proj": (4096, 4096), "gate_up (fused)": (28672, 4096),
           "down_proj": (4096, 14336), "lm_head": (128256, 4096)}
 CALLS = 50
-
-
-def graph_ms(fn) -> float:
-    """Median ms per call of ``fn`` replayed ``CALLS`` times inside one CUDA graph."""
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(CALLS):
-            fn()
-    times = []
-    for _ in range(5):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / CALLS)
-    return statistics.median(times)
 
 
 def main() -> dict[str, object]:
@@ -53,15 +32,14 @@ def main() -> dict[str, object]:
         nbytes = weights[0].numel() * 2
         state = {"i": 0}
 
-        def gemv() -> None:
+        def gemv(weights: list[torch.Tensor] = weights) -> None:
             state["i"] = (state["i"] + 1) % len(weights)
             F.linear(x, weights[state["i"]])
 
         src, dst = weights[0].view(-1), torch.empty_like(weights[0]).view(-1)
-        ms, copy_ms = graph_ms(gemv), graph_ms(lambda: dst.copy_(src))
+        ms, copy_ms = (1e3 * graph_seconds_per_call(f, CALLS, 5, x.device) for f in (gemv, lambda: dst.copy_(src)))
         rows.append({"name": name, "shape": [out_f, in_f], "mb": nbytes / 1e6, "gemv_ms": ms,
                      "gemv_gb_per_s": nbytes / ms / 1e6, "copy_read_write_gb_per_s": 2 * nbytes / copy_ms / 1e6})
-        del weights
     return {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}
 
 

@@ -83,6 +83,34 @@ class Meter:
         return result
 
 
+def graph_seconds_per_call(fn: Callable[[], Any], calls: int, repeats: int, device: torch.device) -> float:
+    """Median seconds per call of ``fn`` run ``calls`` times back to back: on a GPU captured in one CUDA graph
+    and timed by replays (CUDA events), elsewhere a plain loop (``perf_counter``); one untimed round first.
+
+    Why: a kernel inside the captured decode step runs without launch gaps; timing it alone with a launch per
+    call would add the launch cost that the step never pays. The kernel and GEMV micro-benchmarks
+    (``benchmarks/gpu/decode_kernels.py``, ``gemv_bandwidth.py``) time this one way.
+    """
+    if calls < 1 or repeats < 1:
+        raise ValueError(f"calls and repeats must be at least 1, got calls={calls}, repeats={repeats}")
+    if device.type != "cuda":
+        def run() -> None:
+            for _ in range(calls):
+                fn()
+        return Meter(device, warmup=1, repeats=repeats).measure_or_raise(run)["median_s"] / calls
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):  # capture wants its warm-up (allocations, lazy inits) off the default stream
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    return Meter(device, warmup=1, repeats=repeats).measure_or_raise(graph.replay)["median_s"] / calls
+
+
 def copy_bandwidth(device: torch.device, nbytes: int | None = None, repeats: int = 9) -> float:
     """Bytes per second a copy of ``nbytes`` (default 1 GiB on a GPU, 64 MiB elsewhere) within ``device``'s
     memory moves, counting bytes read and written (median of ``repeats`` after one untimed copy, timed as
