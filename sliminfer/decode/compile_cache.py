@@ -20,7 +20,10 @@ weights, and the tuned, fused kernels read them faster than the default ones (8B
 H100: 6.60 against 6.99 ms per token, benchmarks/results/h100-2026-12-07c). The timings land in the
 same cache, yet a later process still re-times part of them: the first call of a new shape took 194 s
 with it (55 s without), a second process's 34-51 s (13 s without; 8B at 32k, H100, 2026-12-07), so
-``decode.autotune`` is opt-in.
+``decode.autotune`` is opt-in. The likely cause, read from torch 2.11's inductor (not yet measured): on a warm
+cache it re-runs coordinate-descent tuning for kernels whose cached winner it does not mark as found by it
+(pytorch/pytorch#172819), and ``_dynamic_scale_rblock`` adds candidates after a cache hit (#181789); which
+options avoid it without slowing the decode is the next GPU measurement (``benchmarks/gpu/README.md``).
 """
 
 from __future__ import annotations
