@@ -163,3 +163,18 @@ def test_every_device_of_the_model_is_checked(monkeypatch) -> None:
     compile_cache.check_can_compile("prefill.compile", [torch.device("cpu")])
     with pytest.raises(ConfigError, match="prefill.compile: got True; torch.compile on cuda needs Triton"):
         compile_cache.check_can_compile("prefill.compile", [torch.device("cpu"), torch.device("cuda", 1)])
+
+
+def test_refused_before_any_weight_loads(monkeypatch, capsys) -> None:
+    """``from_config`` and ``sliminfer config validate`` refuse a compile that cannot run from the config alone:
+    the model is never loaded (a real checkpoint would take minutes to load before the same error)."""
+    from sliminfer.cli.main import main
+    from sliminfer.core import loading
+    from sliminfer.decode import compile_cache
+
+    monkeypatch.setattr(compile_cache, "_missing_compiler", lambda kind: "a working C++ compiler")
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(ConfigError, match="decode.compile: got True; torch.compile on cpu needs a working C"):
+        SlimPipeline.from_config(None, **{"model.device": "cpu", "decode.compile": True})
+    assert main(["config", "validate", "origin", "model.device=cpu", "prefill.compile=true"]) == 2
+    assert "prefill.compile: got True; torch.compile on cpu needs" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""``sliminfer config validate|show``: check a config, or print it with every default filled in."""
+"""``sliminfer config validate|show``: check a config, or print it with every section's defaults filled in (a
+strategy's own options as written; ``sliminfer plugins`` lists their defaults)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sliminfer.core.config import SlimConfig, preset_names
 from sliminfer.core.errors import ConfigError
 from sliminfer.core.hub_source import is_hub_id
 from sliminfer.core.loading import read_model_config, resolve_source
-from sliminfer.core.pipeline import check_config_fits_checkpoint, load_config
+from sliminfer.core.pipeline import check_config_fits_checkpoint, check_config_fits_machine, load_config
 from sliminfer.core.registry import get_registry
 
 
@@ -26,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
+    check_config_fits_machine(config)
     checked = _check_against_checkpoint(config)
     if args.action == "show":
         print(config.to_yaml(), end="")

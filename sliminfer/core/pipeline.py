@@ -67,11 +67,8 @@ class SlimPipeline:
                               "attention heads are sharded over processes); use prefill.compile: false")
         if self.config.decode.mode == "static":
             check_static_options(self.config.generation)
-        devices = {self.device, *(d for d in self.adapter.layer_devices or () if d is not None)}
-        for field, on in (("prefill.compile", self.config.prefill.compile),
-                          ("decode.compile", self.config.decode.compile)):
-            if on:  # decode.compile null is not checked: a failed compile there falls back to the eager step
-                check_can_compile(field, devices)
+        layer_devices = (d for d in self.adapter.layer_devices or () if d is not None)
+        check_compile_options(self.config, {self.device, *layer_devices})
         scorer = schedule = None
         pruning = self.config.pruning
         if pruning is not None:
@@ -112,6 +109,7 @@ class SlimPipeline:
         from sliminfer.core.loading import load_model
 
         registry = get_registry()
+        check_config_fits_machine(config)
         model, loaded_tokenizer = load_model(
             config.model, lambda hf_config: check_config_fits_checkpoint(config, registry, hf_config)
         )
@@ -331,6 +329,24 @@ def check_config_fits_checkpoint(config: SlimConfig, registry: Registry, hf_conf
         schedule.check_model(num_layers, "pruning.schedule")
     attention_layers(config, schedule, num_layers)
     build_prompt_filter(config, registry, num_layers)
+
+
+def check_config_fits_machine(config: SlimConfig) -> None:
+    """Refuse, before any weight loads, what this machine cannot run: a ``model.device`` it lacks, and
+    ``prefill.compile`` / ``decode.compile: true`` where torch.compile cannot run on that device (the pipeline
+    checks the loaded model's devices the same way, for a model built elsewhere or spread over several)."""
+    from sliminfer.core.loading import resolve_device
+
+    check_compile_options(config, {resolve_device(config.model.device)})
+
+
+def check_compile_options(config: SlimConfig, devices: Iterable[torch.device]) -> None:
+    """``prefill.compile`` / ``decode.compile: true`` refused where torch.compile cannot run on one of
+    ``devices``; ``decode.compile`` null is not checked (a failed compile there falls back to the eager step,
+    with a warning)."""
+    for field, on in (("prefill.compile", config.prefill.compile), ("decode.compile", config.decode.compile)):
+        if on:
+            check_can_compile(field, devices)
 
 
 def build_prompt_filter(config: SlimConfig, registry: Registry, num_layers: int) -> PromptFilter | None:
