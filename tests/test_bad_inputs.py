@@ -138,9 +138,22 @@ PROMPT_CASES = [
     Case("text without a tokenizer", lambda p: p.generate("hello"), InputError, ("needs a tokenizer",)),
     Case("prompt longer than the model", lambda p: p.prefill(torch.ones((1, 65), dtype=torch.long)), InputError,
          ("65 tokens is longer than the model's maximum of 64 positions",)),
+    Case("id past 64 bits", lambda p: p.prefill([1, 2**70]), InputError, (f"token id {2**70}", "64-bit")),
+    Case("negative reserve_tokens", lambda p: p.prefill([1, 2], reserve_tokens=-5), InputError,
+         ("reserve_tokens: got -5", "an int >= 0")),
+    Case("fractional reserve_tokens", lambda p: p.prefill([1, 2], reserve_tokens=1.5), InputError,
+         ("reserve_tokens: got 1.5",)),
+    Case("reserve_tokens None", lambda p: p.prefill([1, 2], reserve_tokens=None), InputError,
+         ("reserve_tokens: got None",)),
 ]
 
 # --- generation arguments ----------------------------------------------------------------------------
+def _generation_config(**fields: Any) -> Any:
+    from transformers import GenerationConfig
+
+    return GenerationConfig(**fields)
+
+
 GENERATION_CASES = [
     Case("decode past the positions", lambda p: p.generate([1] * 60, max_new_tokens=10), InputError,
          ("max_new_tokens: got 10", "needs 69 positions", "has 64", "max_new_tokens <= 5")),
@@ -152,6 +165,8 @@ GENERATION_CASES = [
          ("generation.temperature: got inf", "finite")),
     Case("temperature nan", lambda p: p.generate([1, 2], temperature=float("nan")), ConfigError,
          ("generation.temperature", "finite")),
+    Case("temperature 1e-300", lambda p: p.generate([1, 2], temperature=1e-300, seed=0), ConfigError,
+         ("generation.temperature: got 1e-300", "0 (greedy) or at least 1e-05")),
     Case("seed 2**70", lambda p: p.generate([1, 2], seed=2**70), ConfigError, ("generation.seed", "less than")),
     Case("negative seed", lambda p: p.generate([1, 2], seed=-1), ConfigError, ("generation.seed: got -1",)),
     Case("max_new_tokens True", lambda p: p.generate([1, 2], max_new_tokens=True), ConfigError,
@@ -174,6 +189,34 @@ GENERATION_CASES = [
          ConfigError, ("decode.kernel: got 'fastest'", "'auto', 'sdpa', 'flash', 'split', 'flex' or 'triton'")),
     Case("decode option not a field", lambda p: static_generate(p, [1, 2], 4, options={"kernels": "sdpa"}),
          ConfigError, ("decode.kernels",)),
+    Case("top_k for a greedy call", lambda p: p.generate([1, 2], max_new_tokens=2, top_k=5), ConfigError,
+         ("generate.top_k: got 5", "only act when sampling", "temperature > 0")),
+    Case("top_p for a greedy fast call", lambda p: p.generate([1, 2], max_new_tokens=2, top_p=0.5, fast=True),
+         ConfigError, ("generate.top_p: got 0.5", "only act when sampling")),
+    Case("top_k in a greedy config", lambda p: SlimPipeline.from_pretrained(
+        p.model, config={"generation": {"top_k": 3}}).generate([1, 2], max_new_tokens=2), ConfigError,
+         ("generation.top_k: got 3", "only act when sampling")),
+    Case("logits_processor not a list", lambda p: p.generate([1, 2], max_new_tokens=2, logits_processor=lambda i, s: s),
+         ConfigError, ("logits_processor: got <function", "a list of callables", "wrap it in a list")),
+    Case("logits_processor item not callable", lambda p: p.generate([1, 2], max_new_tokens=2,
+                                                                    logits_processor=[object()]),
+         ConfigError, ("logits_processor: got <object object", "each item must be a callable")),
+    Case("logits_processor a string", lambda p: p.generate([1, 2], logits_processor="x"), ConfigError,
+         ("logits_processor: got 'x'",)),
+    Case("a repetition penalty transformers refuses", lambda p: p.generate(
+        [1, 2], max_new_tokens=2, generation_config=_generation_config(repetition_penalty=0.0)), ConfigError,
+         ("generation_config.repetition_penalty: got 0.0", "transformers refuses it", "strictly positive")),
+    Case("a min_p transformers refuses", lambda p: p.generate(
+        [1, 2], max_new_tokens=2, generation_config=_generation_config(do_sample=True, min_p=2.0)), ConfigError,
+         ("generation_config.min_p: got 2.0", "[0, 1]")),
+    Case("stop strings without a tokenizer", lambda p: p.generate([1, 2], max_new_tokens=2, stop="x"), ConfigError,
+         ("generation.stop: got ['x']", "no tokenizer")),
+    Case("config given as a dict to the constructor", lambda p: SlimPipeline(p.model, None, {"generation": {}}),
+         ConfigError, ("config: got '<dict>'", "SlimConfig", "from_pretrained")),
+    Case("a base model without its LM head", lambda p: SlimPipeline(p.model.model), ConfigError,
+         ("model: got '<LlamaModel>'", "without its LM head", "AutoModelForCausalLM")),
+    Case("a tokenizer given as a string", lambda p: SlimPipeline(p.model, "gpt2"), ConfigError,
+         ("tokenizer: got 'gpt2'", "AutoTokenizer.from_pretrained")),
 ]
 
 
@@ -183,6 +226,13 @@ def test_pipeline_refuses(tiny, case: Case) -> None:
         case.call(tiny)
     for text in case.says:
         assert text in str(info.value)
+
+
+def test_sampling_knobs_of_a_sampling_config_are_unused_by_a_greedy_call(tiny) -> None:
+    """A sampling section's top_k is its default for sampling calls; a call asking for greedy is not refused."""
+    pipe = SlimPipeline.from_pretrained(tiny.model, config={"generation": {"temperature": 0.7, "top_k": 3}})
+    assert pipe.generate([1, 2], max_new_tokens=3, temperature=0.0).token_ids == \
+        tiny.generate([1, 2], max_new_tokens=3).token_ids
 
 
 def test_empty_text_is_refused(real) -> None:

@@ -36,9 +36,11 @@ def test_prefill_and_generate_take_messages(pipe: SlimPipeline) -> None:
     assert pipe.generate(CHAT, max_new_tokens=6).token_ids == pipe.generate(manual, max_new_tokens=6).token_ids
 
 
-def test_messages_go_through_the_template_even_when_text_would_not(pipe: SlimPipeline) -> None:
-    """``chat_template=False`` is about text; messages have no other rendering."""
-    assert pipe.encode(CHAT, chat_template=False).tolist() == pipe.encode(CHAT).tolist()
+def test_messages_always_go_through_the_template(pipe: SlimPipeline) -> None:
+    """``chat_template=False`` is about text; messages have no other rendering, so it is refused for them."""
+    with pytest.raises(InputError, match="chat_template: got False; chat messages are rendered only through"):
+        pipe.encode(CHAT, chat_template=False)
+    assert pipe.encode(CHAT, chat_template=True).tolist() == pipe.encode(CHAT).tolist()
     assert pipe.encode("Hi", chat_template=False).tolist() == [pipe.tokenizer("Hi")["input_ids"]]
     assert pipe.encode("Hi").tolist() == [_template_ids(pipe.tokenizer, [{"role": "user", "content": "Hi"}])]
 

@@ -194,8 +194,13 @@ def test_streaming_and_the_static_decode(task, slim: SlimPipeline) -> None:
     (lambda t: t(""), InputError, ("empty text",)),
     (lambda t: t(3), InputError, ("got a int",)),
     (lambda t: t("Hi", fast=True, repetition_penalty=1.5), ConfigError, ("static", "repetition_penalty=1.5")),
+    (lambda t: t([]), InputError, ("inputs: an empty list",)),
+    (lambda t: t("Hi", max_new_tokens=0), ConfigError, ("max_new_tokens: got 0", "int >= 1")),
+    (lambda t: t("Hi", max_new_tokens="3"), ConfigError, ("max_new_tokens: got '3'",)),
+    (lambda t: t("Hi", return_full_text="no"), ConfigError, ("return_full_text: got 'no'", "True, False or None")),
 ], ids=["beams", "unknown", "prefix", "continue_final_message", "batch_size", "two return types",
-        "assistant last", "malformed message", "malformed first message", "empty", "not text", "static penalty"])
+        "assistant last", "malformed message", "malformed first message", "empty", "not text", "static penalty",
+        "no inputs", "zero new tokens", "new tokens as text", "flag as text"])
 def test_what_the_task_cannot_honour_is_refused(task, call, error, says) -> None:
     with pytest.raises(error) as err:
         call(task)

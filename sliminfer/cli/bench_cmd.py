@@ -26,6 +26,7 @@ from sliminfer.bench.measure import copy_bandwidth
 from sliminfer.bench.report import plot, summary, write_json
 from sliminfer.bench.run import load_bench_pipeline, run_bench
 from sliminfer.bench.shapes import shape_names
+from sliminfer.cli import checks
 from sliminfer.core.errors import ConfigError
 from sliminfer.core.pipeline import load_config
 
@@ -36,12 +37,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("config", nargs="?", help="YAML path or preset name (default: unpruned defaults)")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. model.dtype=bfloat16")
     parser.add_argument("--shape", choices=shape_names(),
-                        help="build this architecture in code with random weights (speed only), instead of model.source")
-    parser.add_argument("--prompt-lengths", default="1k,2k", type=length_list, help="comma list; 8k means 8192")
+                        help="build this architecture in code with random weights (speed only), instead of "
+                             "model.source")
+    parser.add_argument("--prompt-lengths", default="1k,2k", type=length_list,
+                        help="prompt tokens, comma list, each at least 1; 8k means 8192")
     parser.add_argument("--output-lengths", default="", type=length_list,
-                        help="new tokens for end-to-end runs (comma list; empty: TTFT only)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before them")
+                        help="new tokens of the end-to-end runs, comma list, each at least 2 (the first token comes "
+                             "from the prefill); empty (the default) or 0 alone: TTFT only")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs per measurement, at least 1 (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before them, 0 or more")
     parser.add_argument("--modes", default=",".join(MODES), type=choice_list(ALL_MODES),
                         help="comma list of stock (generate as it comes), stock_no_cudnn (the same with cuDNN "
                              "attention excluded on CUDA), stock_static (generate with a static cache, compiled "
@@ -54,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="memory bandwidth in bytes/s for the decode floor (default: the H100 SXM's 3.35e12), "
                              "or 'copy': what a device-to-device copy moves on this run's device, measured first")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("out/bench"), help="directory for the JSON and PNG")
+    parser.add_argument("--out", type=Path, default=Path("out/bench"),
+                        help="directory for the JSON and PNG (created if missing)")
     parser.add_argument("--name", help="file name stem (default: bench-<model>)")
     parser.add_argument("--no-plot", action="store_true")
     parser.set_defaults(func=_run)
@@ -97,20 +103,32 @@ def choice_list(allowed: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
     return parse
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse the values that need no model to judge, before the config loads and anything is timed."""
+    checks.positive_ints("--prompt-lengths", args.prompt_lengths, "prompt tokens")
+    outputs = list(args.output_lengths)
+    if outputs != [0] and any(n < 2 for n in outputs):
+        raise ConfigError("--output-lengths", outputs, "each must be at least 2 (an end-to-end run decodes after "
+                          "the prefill's first token); 0 alone or nothing (the default) for TTFT only")
+    checks.positive_int("--repeats", args.repeats, "timed runs per measurement")
+    checks.non_negative_int("--warmup", args.warmup, "untimed runs before them")
+    checks.output_dir("--out", args.out)
+
+
 def _run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     overrides = list(args.overrides)
     config_source = args.config
     if config_source is not None and "=" in config_source:  # no config given, only overrides
         overrides.insert(0, config_source)
         config_source = None
-    if not args.prompt_lengths:
-        raise ConfigError("--prompt-lengths", "", "give at least one prompt length")
     config = load_config(config_source, overrides)
     pipe, info = load_bench_pipeline(config, args.shape, args.seed)
     bandwidth, source = args.bandwidth, "given"
     if bandwidth == "copy":
         bandwidth, source = copy_bandwidth(pipe.device), "measured copy"
-        print(f"a device-to-device copy moves {bandwidth / 1e12:.2f} TB/s here (bytes read + written): the floor's bandwidth")
+        print(f"a device-to-device copy moves {bandwidth / 1e12:.2f} TB/s here (bytes read + written): the floor's "
+              "bandwidth")
     settings = GridSettings(
         prompt_lengths=args.prompt_lengths, output_lengths=args.output_lengths, repeats=args.repeats,
         warmup=args.warmup, modes=args.modes, decoders=args.decode, measure_ttft=not args.no_ttft,

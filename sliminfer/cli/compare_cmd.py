@@ -24,6 +24,7 @@ from pathlib import Path
 from sliminfer.bench.grid import DECODERS
 from sliminfer.bench.shapes import shape_names
 from sliminfer.bench.stock import STOCK_MODES
+from sliminfer.cli import checks
 from sliminfer.cli.bench_cmd import choice_list, length_list
 from sliminfer.compare.accuracy import TASKS, AccuracySettings
 from sliminfer.compare.speed import SpeedSettings
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sides = p.add_mutually_exclusive_group()
     sides.add_argument("--speed-only", action="store_true", help="only the speed side")
     sides.add_argument("--accuracy-only", action="store_true", help="only the accuracy side")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (both sides)")
+    p.add_argument("--device", default="auto", help=f"{checks.DEVICE_FORMS} (both sides)")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
                    help="both sides (auto: bfloat16 on CUDA, float32 on the CPU)")
     speed = p.add_argument_group("speed side (random weights)")
@@ -59,19 +60,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                             f"{', '.join(STOCK_MODES)}, or none")
     speed.add_argument("--decode", default="static", type=choice_list(DECODERS),
                        help="sliminfer decode paths of the end-to-end runs (eager, static; the table shows the faster)")
-    speed.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
-    speed.add_argument("--warmup", type=int, default=1, help="untimed runs before them")
+    speed.add_argument("--repeats", type=int, default=3,
+                       help="timed runs per measurement, at least 1 (median reported)")
+    speed.add_argument("--warmup", type=int, default=1, help="untimed runs before them, 0 or more")
     accuracy = p.add_argument_group("accuracy side (real weights)")
     accuracy.add_argument("--tasks", nargs="+", default=["needle", "passkey"], choices=TASKS, help="eval tasks")
     accuracy.add_argument("--samples", type=int, default=20,
-                          help="samples per task and config, spread over lengths (x depths), rounded up per cell")
+                          help="samples per task and config, at least 1, spread over lengths (x depths), rounded "
+                               "up per cell")
     accuracy.add_argument("--accuracy-lengths", nargs="+", type=int, default=[1024, 2048, 4096],
                           help="context lengths in tokens of the accuracy prompts")
-    accuracy.add_argument("--depths", nargs="+", type=float, default=list(DEPTHS), help="needle/passkey depths")
+    accuracy.add_argument("--depths", nargs="+", type=float, default=list(DEPTHS),
+                          help="needle/passkey depths in [0, 1]")
     accuracy.add_argument("--accuracy-model", default="smollm2-135m-instruct",
                           help="model.source of the accuracy side (the default model or a local checkpoint)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prompts, the samples and the bootstrap")
-    p.add_argument("--out", type=Path, default=Path("out/compare"), help="results directory")
+    p.add_argument("--out", type=Path, default=Path("out/compare"), help="results directory (created if missing)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-plot", action="store_true", help="no Pareto plot")
     p.set_defaults(func=_run, overrides=[])
@@ -79,6 +83,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _stock_modes(text: str) -> tuple[str, ...]:
     return () if text.strip() == "none" else choice_list(STOCK_MODES)(text)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse the values that need no model to judge, before any config loads or model is built (both sides'
+    flags, whichever sides run); the settings' own checks (lengths that fit the shape, ...) follow."""
+    checks.device("--device", args.device)
+    if args.lengths is not None:
+        checks.positive_ints("--lengths", args.lengths, "prompt tokens")
+    checks.positive_int("--repeats", args.repeats, "timed runs per measurement")
+    checks.non_negative_int("--warmup", args.warmup, "untimed runs before them")
+    checks.positive_int("--samples", args.samples, "samples per task and config")
+    checks.positive_ints("--accuracy-lengths", args.accuracy_lengths, "context tokens")
+    checks.fractions("--depths", args.depths, "0: the start of the context, 1: its end")
+    checks.output_dir("--out", args.out)
 
 
 def settings_from(args: argparse.Namespace) -> tuple[SpeedSettings | None, AccuracySettings | None]:
@@ -128,6 +146,7 @@ def _run(args: argparse.Namespace) -> int:
     from sliminfer.compare.rows import load_rows
     from sliminfer.compare.run import run_compare
 
+    check_arguments(args)
     configs = [c for c in args.configs if "=" not in c]
     overrides = [c for c in args.configs if "=" in c] + list(args.overrides)
     rows = load_rows(configs, overrides)  # an unknown config or bad override fails before any model work

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from sliminfer.cli import checks
 from sliminfer.cli.format import layer_runs, mib, table
 from sliminfer.core.config import SlimConfig
 from sliminfer.core.errors import ConfigError, InputError
@@ -49,7 +50,9 @@ BASELINE, PRUNED = "origin", "sliminfer"
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("demo", help="passkey retrieval on the default model, unpruned vs pruned")
     parser.add_argument("--config", default="smollm2-135m", help="pruned config (preset or YAML)")
-    parser.add_argument("--baseline", default="origin", help="unpruned config (preset or YAML), same model")
+    parser.add_argument("--baseline", default="origin",
+                        help="unpruned config (preset or YAML), same model: no pruning, prompt_filter or attention "
+                             "section (default origin)")
     parser.add_argument("--tokens", type=int, default=4000, help="prompt length in tokens (default 4000)")
     parser.add_argument("--depth", type=float, default=0.5, help="passkey depth in the text, 0..1 (default 0.5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the passkey")
@@ -65,14 +68,21 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.tokens < MIN_TOKENS:
         raise ConfigError("--tokens", args.tokens, f"must be at least {MIN_TOKENS}, to fit the passkey sentence, "
                           "the question and some text around them")
-    if not 0.0 <= args.depth <= 1.0:  # also refuses nan
-        raise ConfigError("--depth", args.depth, "must lie in [0, 1] (0: the start of the text, 1: its end)")
-    if args.repeats < 1:
-        raise ConfigError("--repeats", args.repeats, "must be at least 1 (measured runs per mode)")
+    checks.fraction("--depth", args.depth, "0: the start of the text, 1: its end")
+    checks.positive_int("--repeats", args.repeats, "measured runs per mode")
     if not 0 <= args.seed < SEED_LIMIT:
         raise ConfigError("--seed", args.seed, "must be an integer in 0..2**64-1")
     if args.json is not None:
         check_json_path(args.json)
+
+
+def check_baseline(name: str, config: SlimConfig) -> None:
+    """The baseline row is the unpruned model: a config that drops prompt tokens (pruning, a prompt filter)
+    or replaces the prefill attention (an attention strategy) would make the speedup against it meaningless."""
+    changed = [section for section in ("pruning", "prompt_filter", "attention") if getattr(config, section) is not None]
+    if changed:
+        raise ConfigError("--baseline", name, "the baseline must run unpruned (no pruning section, no prompt_filter, "
+                          f"no attention section), e.g. origin; it has {', '.join(changed)}")
 
 
 def check_json_path(path: str) -> None:
@@ -268,6 +278,7 @@ def _run(args: argparse.Namespace) -> int:
     check_arguments(args)
     pruned_cfg = load_config(args.config)
     base_cfg = load_config(args.baseline)
+    check_baseline(args.baseline, base_cfg)
     check_model_fits(args, pruned_cfg, base_cfg)
     torch.manual_seed(args.seed)
     model, tokenizer = load_model(pruned_cfg.model)

@@ -10,6 +10,7 @@ import argparse
 import shlex
 from pathlib import Path
 
+from sliminfer.cli import checks
 from sliminfer.eval.base import Task
 from sliminfer.eval.needles import VALUE_KINDS, VARIANTS
 from sliminfer.eval.tasks import DEPTHS, TASKS, build_task
@@ -20,12 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("task", choices=TASKS, help="which task")
     p.add_argument("--configs", nargs="+", default=["origin"], help="preset names or YAML paths; the first is the "
                    "reference (all must share the model section)")
-    p.add_argument("--lengths", nargs="+", type=int, help="context lengths in tokens (LongBench: one max length)")
+    p.add_argument("--lengths", nargs="+", type=int,
+                   help="context lengths in tokens, each at least 1 (LongBench: one max length)")
     p.add_argument("--depths", nargs="+", type=float, default=list(DEPTHS),
                    help="needle depths in [0, 1] (needle, passkey)")
-    p.add_argument("--samples", type=int, help="samples per length (and depth); LongBench: first N lines")
+    p.add_argument("--samples", type=int, help="samples per length (and depth), at least 1; LongBench: first N lines")
     p.add_argument("--seed", type=int, default=0, help="seed of every sample generator")
-    p.add_argument("--out", type=Path, default=Path("eval/results"), help="results directory")
+    p.add_argument("--out", type=Path, default=Path("eval/results"), help="results directory (created if missing)")
     p.add_argument("--variant", default="single", choices=VARIANTS,
                    help="needle variant")
     p.add_argument("--values", default="number", choices=VALUE_KINDS, help="needle values: 7 digits or UUIDs")
@@ -38,6 +40,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="evaluate nothing: rewrite the report from the records already in --out for these samples "
                         "and configs (e.g. after runs that covered different lengths or depths)")
     p.set_defaults(func=_run)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse the values that need no model to judge, before any config or weight loads."""
+    if args.lengths is not None:
+        checks.positive_ints("--lengths", args.lengths, "context tokens")
+    checks.fractions("--depths", args.depths, "0: the start of the context, 1: its end")
+    if args.samples is not None:
+        checks.positive_int("--samples", args.samples, "samples per length and depth; LongBench: first N lines")
+    checks.output_dir("--out", args.out)
 
 
 def make_task(args: argparse.Namespace) -> Task:
@@ -73,6 +85,7 @@ def _run(args: argparse.Namespace) -> int:
     from sliminfer.eval.report import metric_table, write_report
     from sliminfer.eval.runner import build_pipelines, resolve_configs, run_task
 
+    check_arguments(args)
     configs = resolve_configs(args.configs)  # fails on a bad config before any weight loads
     task = make_task(args)
     pipes = build_pipelines(configs)

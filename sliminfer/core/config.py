@@ -14,6 +14,8 @@ re-exported here. This module knows the schema only, not the registry (which imp
 from __future__ import annotations
 
 import copy
+import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -64,50 +66,201 @@ def preset_path(name: str) -> Path:
     return path
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key written twice in one mapping, where plain YAML loaders let
-    the last one win silently (an edited preset with two ``budgets:`` lines runs only one of them)."""
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_VALUE_TAG = "tag:yaml.org,2002:value"  # a plain ``=``
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
+
+class _ConfigLoader(yaml.SafeLoader):
+    """sliminfer's YAML loader, for files and ``key=value`` overrides: ``yaml.SafeLoader`` (no arbitrary objects)
+    that also
+
+    - refuses a key written twice in one mapping, where plain YAML loaders let the last one win silently (an
+      edited preset with two ``budgets:`` lines runs only one of them);
+    - refuses a mapping key that is not a string (``? [a, b]``, ``1:``, ``yes:``): every config key is a name;
+    - takes merge keys (``generation: {<<: *defaults, seed: 1}``) as YAML specifies: the keys written beside
+      ``<<`` win over the merged ones, which is not a duplicate;
+    - reads YAML 1.2 floats with an exponent (``1e-3``, ``5E+2``, ``-2e4``, ``1.0e3``) as floats, where
+      YAML 1.1 reads them as strings (``"1e-3"`` in quotes stays a string). Only this subclass resolves them
+      so: the global ``yaml.SafeLoader`` is left as it is.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._flattened: set[int] = set()
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """Check ``node``'s keys as written, then put the pairs of its ``<<`` mappings in front of its own,
+        leaving out every key set before: keys written in ``node`` win over merged ones, and of several
+        merged mappings (``<<: [*a, *b]``) the first that has a key wins, as YAML's merge key specifies.
+
+        SafeConstructor calls this on every mapping before building it, and on a mapping merged into another,
+        possibly before that one's own turn; each node is rewritten once, so ``node.value`` has no key twice.
+        (PyYAML's own version tells merged keys apart by the identity of their strings, which can keep a key
+        twice and let the wrong one win when a merged mapping has merges of its own.)
+        """
+        if id(node) in self._flattened:
+            return
+        self._flattened.add(id(node))
+        own: list[tuple[yaml.Node, yaml.Node]] = []
+        sources: list[yaml.MappingNode] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                sources.extend(self._merge_sources(node, value_node))
+            else:
+                if key_node.tag == _VALUE_TAG:  # a plain ``=`` as a key is the string '=' (as SafeLoader does)
+                    key_node.tag = "tag:yaml.org,2002:str"
+                own.append((key_node, value_node))
+        keys = self._unique_keys(own)
+        merged: list[tuple[yaml.Node, yaml.Node]] = []
+        for source in sources:
+            self.flatten_mapping(source)
+            for key_node, value_node in source.value:
+                key = self.construct_object(key_node)
+                if key not in keys:
+                    keys.add(key)
+                    merged.append((key_node, value_node))
+        node.value = merged + own
+
+    @staticmethod
+    def _merge_sources(node: yaml.MappingNode, value_node: yaml.Node) -> list[yaml.MappingNode]:
+        """The mappings that ``<<: value`` merges into ``node``: one mapping, or a sequence of them."""
+        if isinstance(value_node, yaml.MappingNode):
+            return [value_node]
+        if isinstance(value_node, yaml.SequenceNode):
+            for sub in value_node.value:
+                if not isinstance(sub, yaml.MappingNode):
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"<< (merge key) takes a mapping or a list of mappings, found a {sub.id} in the list",
+                        sub.start_mark,
+                    )
+            return list(value_node.value)
+        raise yaml.constructor.ConstructorError(
+            "while constructing a mapping", node.start_mark,
+            f"<< (merge key) takes a mapping or a list of mappings, not a {value_node.id}", value_node.start_mark,
+        )
+
+    def _unique_keys(self, pairs: list[tuple[yaml.Node, yaml.Node]]) -> set[str]:
+        """The keys of ``pairs``, refusing a key that is not a string or that comes twice."""
+        seen: set[str] = set()
+        for key_node, _ in pairs:
+            if not isinstance(key_node, yaml.ScalarNode):
+                kind = "a sequence" if isinstance(key_node, yaml.SequenceNode) else "a mapping"
+                key = self.construct_object(key_node, deep=True)
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"mapping key {key!r} is {kind}; mapping keys must be strings", key_node.start_mark
+                )
+            key = self.construct_object(key_node)
+            if not isinstance(key, str):
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"mapping key {key!r} is {type(key).__name__}; mapping keys must be strings "
+                    f"(quote it: '{key_node.value}')", key_node.start_mark
+                )
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r} (each key may appear once in a mapping)", key_node.start_mark
                 )
             seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+        return seen
+
+
+_ConfigLoader.add_implicit_resolver(  # YAML 1.2's floats with an exponent: 1e-3, 5E+2, .5e3 (1.1 needs 1.0e-3)
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _dotted(key: str) -> str:
+    """``section__field`` (keyword arguments cannot hold dots) is ``section.field``."""
+    return key.replace("__", ".")
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
-    """Parse command-line ``a.b=value`` items; values are YAML scalars or flow collections."""
+    """Parse ``a.b=value`` items (``a__b=value`` is the same key); values are YAML scalars or flow collections.
+
+    ``items`` must be a list (any iterable) of strings: a single string is refused rather than split into its
+    characters, and a key given twice is refused rather than letting the last one win."""
+    if isinstance(items, str | bytes):
+        raise ConfigError("overrides", items,
+                          f"is a single string; give a list of 'key=value' strings, e.g. [{items!r}]")
+    if not isinstance(items, Iterable):
+        raise ConfigError("overrides", items, f"must be a mapping of dotted keys to values or a list of 'key=value' "
+                          f"strings, not {type(items).__name__}")
     out: dict[str, Any] = {}
     for item in items:
+        if not isinstance(item, str):
+            raise ConfigError("overrides", item, f"each item must be a 'key=value' string, not {type(item).__name__} "
+                              "(or give a mapping of dotted keys to values)")
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError("override", item, "write overrides as dotted.key=value, e.g. model.dtype=float32")
-        key = key.strip()
+        key = _dotted(key.strip())
         if key in out:
-            raise ConfigError("override", item, f"{key} is set twice on the command line; give it once")
+            raise ConfigError("override", item, f"{key} is set twice in the overrides (a__b is a.b); give it once")
         try:
-            out[key] = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else None
+            out[key] = yaml.load(raw, Loader=_ConfigLoader) if raw.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError(key, raw, f"is not a valid (safe) YAML value: {exc}") from None
     return out
 
 
+def _mapping_overrides(overrides: Mapping[Any, Any]) -> dict[str, Any]:
+    """Overrides given as a mapping (``from_config(**{"model.dtype": ...})``, ``section__field=`` keywords):
+    keys must be strings, and ``a__b`` and ``a.b`` are one key, refused if both are given."""
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if not isinstance(key, str):
+            raise ConfigError("overrides", key, f"keys must be dotted strings such as 'generation.seed', not "
+                              f"{type(key).__name__} (overrides: a mapping of dotted keys to values or a list of "
+                              "'key=value' strings)")
+        dotted = _dotted(key)
+        if dotted in out:
+            raise ConfigError("overrides", key, f"{dotted} is set twice in the overrides (a__b is a.b); give it once")
+        out[dotted] = value
+    return out
+
+
+def _merged(old: Any, new: Any) -> Any:
+    """``new`` set where ``old`` was (overrides): a mapping merges into a mapping key by key, recursively, so
+    ``generation={seed: 1}`` keeps the preset's other generation fields; a mapping whose ``name`` differs from
+    the old one (another strategy: ``cache={name: offload}``) replaces it whole, taking none of the old
+    strategy's options; anything else (null, a string, a list) replaces the old value."""
+    if not (isinstance(old, Mapping) and isinstance(new, Mapping)):
+        return copy.deepcopy(new)
+    if "name" in new and "name" in old and new["name"] != old["name"]:
+        return copy.deepcopy(dict(new))
+    out = _flat_options(old)
+    for key, value in _flat_options(new).items():
+        out[key] = _merged(out[key], value) if key in out else copy.deepcopy(value)
+    return out
+
+
+def _flat_options(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A strategy written ``{name: x, options: {...}}`` as ``{name: x, ...}`` (both forms are valid), so its
+    options merge one by one; left as it is where that would hide a key given in both places."""
+    out = dict(spec)
+    options = out.get("options")
+    if isinstance(options, Mapping) and not set(options) & set(out):
+        del out["options"]
+        out.update(options)
+    return out
+
+
 def _apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.replace("__", ".").split(".")
+    parts = dotted.split(".")
     node = data
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)
         if child is None:
             child = node[part] = {}
+        elif isinstance(child, Mapping) and not isinstance(child, dict):
+            child = node[part] = dict(child)
         if not isinstance(child, dict):
             raise ConfigError(".".join(parts[: i + 1]), child, "is not a section; cannot set a key inside it")
         node = child
-    node[parts[-1]] = value
+    last = parts[-1]
+    node[last] = _merged(node[last], value) if last in node else copy.deepcopy(value)
 
 
 def _read_source(source: str | Path | Mapping[str, Any] | SlimConfig | None) -> dict[str, Any]:
@@ -117,6 +270,9 @@ def _read_source(source: str | Path | Mapping[str, Any] | SlimConfig | None) -> 
         return source.model_dump()
     if isinstance(source, Mapping):
         return copy.deepcopy(dict(source))
+    if not isinstance(source, str | os.PathLike):
+        raise ConfigError("source", source, "the config source must be a preset name, a YAML path, a mapping, "
+                          f"a SlimConfig or None, not {type(source).__name__}")
     path = Path(source)
     if not path.exists() and (str(source) in preset_names() or not path.suffix):
         path = preset_path(str(source))
@@ -130,14 +286,15 @@ def _read_source(source: str | Path | Mapping[str, Any] | SlimConfig | None) -> 
     except OSError as exc:
         raise ConfigError("config", str(path), f"cannot be read: {exc.strerror or exc}") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+        data = yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
         raise ConfigError("config", str(path), f"is not valid (safe) YAML: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError("config", str(source),
-                          "must be a YAML mapping with sections (model, pruning, cache, attention, prompt_filter, generation, decode)")
+                          "must be a YAML mapping with sections (model, pruning, cache, attention, prompt_filter, "
+                          "generation, decode)")
     return data
 
 
@@ -180,13 +337,20 @@ def read_config(
     """Read a config from a preset name, a YAML path, a dict or a config, apply overrides, validate it
     against the schema.
 
+    ``overrides`` is a mapping of dotted keys to values (``{"generation.seed": 1}``; ``generation__seed`` is the
+    same key) or a list of ``key=value`` strings whose values are YAML; a key given twice is refused. An
+    override whose value is a mapping merges into the section already there, key by key (recursively):
+    ``generation={seed: 1}`` on a preset keeps the preset's ``max_new_tokens``. A strategy mapping that names
+    another strategy (``cache={name: offload}`` over ``cache: {name: gpu, ...}``) replaces the old one whole,
+    keeping none of its options; any other value replaces what was there (``pruning=null``: no pruning).
+
     Strategy sections are only checked to name something; whether that names a registered strategy and
     whether its options are valid is for :func:`sliminfer.core.pipeline.load_config`, which calls this
     and is what users call (as ``sliminfer.load_config``).
     """
     data = _read_source(source)
-    if overrides:
-        items = parse_overrides(overrides) if not isinstance(overrides, Mapping) else overrides
+    if overrides is not None:
+        items = _mapping_overrides(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
         for key, value in items.items():
             _apply_override(data, key, value)
     try:

@@ -83,6 +83,7 @@ def decoding_options(
     """Merge ``section`` < ``generation_config``'s set fields < ``overrides`` (the keywords of ``generate``,
     None meaning not given) into the options of one generation of a ``prompt_tokens``-token prompt."""
     fields: dict[str, Any] = {}
+    configured = section
     if generation_config is not None:
         gen_fields, fields, config_eos = _from_generation_config(generation_config, section, prompt_tokens)
         section = _section_with(section, gen_fields)
@@ -91,7 +92,43 @@ def decoding_options(
     gen = updated_section(section, "generation", overrides)
     if not gen.temperature > 0:
         _refuse_idle_warpers(fields)
-    return DecodingOptions(gen, frozenset(eos), fields, tuple(logits_processor or ()))
+        _refuse_idle_sampling_knobs(configured, overrides)
+    return DecodingOptions(gen, frozenset(eos), fields, checked_logits_processors(logits_processor))
+
+
+def _refuse_idle_sampling_knobs(section: GenerationSection, overrides: Mapping[str, Any]) -> None:
+    """top_k / top_p given for a greedy generation (by the call's keywords, or by a config section that is
+    greedy itself) could not act: refused rather than silently dropped. A sampling section's top_k / top_p
+    are its defaults for sampling calls; a call that asks for greedy (``temperature=0``, ``do_sample=False``)
+    leaves them unused."""
+    given = {k: overrides[k] for k in ("top_k", "top_p") if overrides.get(k) is not None}
+    field = "generate"
+    if not given and not section.temperature > 0:
+        given = {k: getattr(section, k) for k in ("top_k", "top_p") if getattr(section, k) is not None}
+        field = "generation"
+    if given:
+        name = next(iter(given))
+        raise ConfigError(f"{field}.{name}", given[name],
+                          f"{', '.join(given)} only act when sampling and this generation is greedy (temperature 0); "
+                          "set temperature > 0 to sample, or leave them unset")
+
+
+def checked_logits_processors(processors: Any) -> tuple[Any, ...]:
+    """The caller's ``logits_processor``: None, or a list (tuple, ``LogitsProcessorList``) of callables
+    ``(input_ids, scores) -> scores``; a bare callable or anything else is refused before the prefill, not
+    at the first token."""
+    if processors is None:
+        return ()
+    if isinstance(processors, (str, bytes)) or not isinstance(processors, Sequence):
+        raise ConfigError("logits_processor", processors,
+                          "must be a list of callables (input_ids, scores) -> scores, such as transformers "
+                          "LogitsProcessors (a single one: wrap it in a list)")
+    for processor in processors:
+        if not callable(processor):
+            raise ConfigError("logits_processor", processor,
+                              "each item must be a callable (input_ids, scores) -> scores, such as a transformers "
+                              "LogitsProcessor")
+    return tuple(processors)
 
 
 def _refuse_idle_warpers(given: Mapping[str, Any]) -> None:

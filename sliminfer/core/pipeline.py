@@ -9,6 +9,7 @@ transformers' ``generation_config``, ``logits_processor`` and ``streamer``.
 from __future__ import annotations
 
 import threading
+from numbers import Integral
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,7 +24,7 @@ from sliminfer.core.config import (
 from sliminfer.core.decoding import DecodingOptions, decoding_options
 from sliminfer.core.errors import ConfigError, InputError
 from sliminfer.core.forward import StagedForward
-from sliminfer.core.prompts import prompt_ids
+from sliminfer.core.prompts import check_chat_choice, prompt_ids
 from sliminfer.core.registry import Registry, get_registry
 from sliminfer.core.results import GenerationResult, PrefillResult
 from sliminfer.core.sampling import logits_processors
@@ -50,10 +51,15 @@ class SlimPipeline:
 
     def __init__(self, model: Any, tokenizer: Any = None, config: SlimConfig | None = None,
                  registry: Registry | None = None) -> None:
+        if config is not None and not isinstance(config, SlimConfig):
+            raise ConfigError("config", f"<{type(config).__name__}>", "SlimPipeline(model, tokenizer, config) takes a "
+                              "SlimConfig (sliminfer.load_config(...)); for a preset name, YAML path or dict use "
+                              "SlimPipeline.from_pretrained(model, tokenizer, config=...)")
         self.registry = registry or get_registry()
         self.config = config or SlimConfig()
         self.registry.check_config(self.config)
         check_model_object(model)
+        check_tokenizer_object(tokenizer)
         self.model = model
         self.tokenizer = tokenizer
         self.adapter = self.registry.adapter_for(model.config).cls(model)
@@ -110,6 +116,7 @@ class SlimPipeline:
 
         registry = get_registry()
         check_config_fits_machine(config)
+        check_tokenizer_object(tokenizer)
         model, loaded_tokenizer = load_model(
             config.model, lambda hf_config: check_config_fits_checkpoint(config, registry, hf_config)
         )
@@ -130,6 +137,7 @@ class SlimPipeline:
         chat template, ``add_generation_prompt=True``) or ready ids (checked: one prompt, integer ids inside
         the vocabulary; see :mod:`sliminfer.core.prompts`). ``chat_template`` (default: the config's
         ``generation.chat_template``) says whether text is wrapped in the template as one user message."""
+        check_chat_choice(prompt, chat_template)
         use_chat = self.config.generation.chat_template if chat_template is None else chat_template
         return prompt_ids(prompt, self.tokenizer, self.adapter.vocab_size, use_chat).to(self.device)
 
@@ -144,7 +152,11 @@ class SlimPipeline:
 
     # inference ----------------------------------------------------------------------------------
     def prefill(self, input_ids: Prompt, reserve_tokens: int = 0) -> PrefillResult:
-        """Run the prompt through the model (pruning as configured); logits of its last token."""
+        """Run the prompt through the model (pruning as configured); logits of its last token.
+        ``reserve_tokens``: room the cache keeps for that many tokens generated after the prompt."""
+        if isinstance(reserve_tokens, bool) or not isinstance(reserve_tokens, Integral) or reserve_tokens < 0:
+            raise InputError(f"reserve_tokens: got {reserve_tokens!r}; an int >= 0 (room in the cache for tokens "
+                             "generated after the prompt)")
         ids = self.encode(input_ids)
         self.forward.check_prompt(ids, reserve_tokens + 1)
         return self._oom_guarded(lambda: self.forward.prefill(ids, self.new_cache(reserve_tokens)), "prefill", ids)
@@ -213,6 +225,9 @@ class SlimPipeline:
              "seed": seed, "stop": stop, "chat_template": chat_template},
             self.eos_ids(), ids.shape[1], generation_config, logits_processor,
         )
+        if options.gen.stop and self.tokenizer is None:
+            raise ConfigError("generation.stop", list(options.gen.stop), "stop strings are matched on the decoded "
+                              "text and this pipeline has no tokenizer; give it one, or stop by EOS / max_new_tokens")
         static = self.config.decode.mode == "static" if fast is None else fast
         if static:
             check_static_options(options.gen, self._processor_options(options, ids.shape[1]))
@@ -289,13 +304,28 @@ def check_static_options(gen: GenerationSection, processors: Sequence[str] = ())
 
 
 def check_model_object(model: Any) -> None:
-    """Refuse anything but a transformers causal LM before an adapter pokes at its attributes."""
+    """Refuse anything but a transformers causal LM (with its LM head) before an adapter pokes at its
+    attributes."""
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
         raise ConfigError(
             "model", f"<{type(model).__name__}>",
             "must be a transformers PreTrainedModel (e.g. AutoModelForCausalLM.from_pretrained(...)) or, for "
             "from_pretrained, a local checkpoint directory path or a Hugging Face Hub model id",
         )
+    heads = getattr(model, "get_output_embeddings", None)
+    if callable(heads) and heads() is None:
+        raise ConfigError("model", f"<{type(model).__name__}>", "a base model without its LM head cannot generate; "
+                          "load the causal LM (AutoModelForCausalLM.from_pretrained(...)), which holds this one as "
+                          "its .model")
+
+
+def check_tokenizer_object(tokenizer: Any) -> None:
+    """Refuse a tokenizer that cannot encode and decode (a checkpoint path given in its place, say) when the
+    pipeline is built, not at the first text prompt."""
+    if tokenizer is not None and not (callable(tokenizer) and callable(getattr(tokenizer, "decode", None))):
+        raise ConfigError("tokenizer", tokenizer if isinstance(tokenizer, str) else f"<{type(tokenizer).__name__}>",
+                          "must be a transformers tokenizer (AutoTokenizer.from_pretrained(...)) or None (token ids "
+                          "only)")
 
 
 def load_config(
@@ -304,6 +334,8 @@ def load_config(
     registry: Registry | None = None,
 ) -> SlimConfig:
     """Load a config from a preset name, a YAML path, a dict or a config, apply overrides, validate.
+    How overrides apply (a mapping merges into its section, a strategy with another name replaces it, a key
+    given twice is refused): :func:`~sliminfer.core.config.read_config`.
 
     Strategy names and options are checked against the registry (``registry``, by default the
     process-wide one) here too, so ``config validate`` catches everything that does not depend on the

@@ -108,6 +108,8 @@ def _list_ids(prompt: Sequence[Any]) -> torch.Tensor:
             raise _refuse(prompt, f"a list of {kind}: a batch or nested list; {ONE_PROMPT}, as {FORMS}")
         if isinstance(item, bool) or not isinstance(item, Integral):
             raise _refuse(prompt, f"the element {item!r} ({type(item).__name__}) is not an int; token ids are ints")
+        if not -(2**63) <= item < 2**63:
+            raise _refuse(prompt, f"token id {item} is outside any vocabulary (not even a 64-bit integer)")
     return torch.tensor([list(prompt)], dtype=torch.long)
 
 
@@ -135,6 +137,14 @@ def prompt_ids(prompt: Any, tokenizer: Any, vocab_size: int, chat_template: bool
         bad = low if low < 0 else high
         raise _refuse(prompt, f"token id {bad} is outside the model's vocabulary 0..{vocab_size - 1}")
     return ids
+
+
+def check_chat_choice(prompt: Any, chat_template: bool | None) -> None:
+    """Refuse ``chat_template=False`` for chat messages instead of ignoring it: they have no rendering but the
+    template (text with ``chat_template=True`` is wrapped when the tokenizer has a template, else used raw)."""
+    if chat_template is False and is_chat(prompt):
+        raise InputError("chat_template: got False; chat messages are rendered only through the tokenizer's chat "
+                         "template; pass the text itself for a raw prompt, or leave chat_template unset")
 
 
 def check_length(prompt_tokens: int, new_tokens: int, max_positions: int) -> None:

@@ -11,9 +11,12 @@ taken, exactly as before.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+from sliminfer.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from transformers import LogitsProcessorList
@@ -47,38 +50,48 @@ def logits_processors(options: DecodingOptions, prompt_tokens: int, device: torc
     f, gen = options.processor_fields, options.gen
     eos = sorted(options.eos)
     out = LogitsProcessorList()
+
+    def add(name: str, make: Callable[[], Any]) -> None:
+        """Append ``make()``; a value transformers' class refuses is a ConfigError naming the field."""
+        try:
+            out.append(make())
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"generation_config.{name}", f.get(name, getattr(gen, name, None)),
+                              f"transformers refuses it: {' '.join(str(exc).split())}") from None
+
     if f.get("repetition_penalty", 1.0) != 1.0:
-        out.append(RepetitionPenaltyLogitsProcessor(f["repetition_penalty"]))
+        add("repetition_penalty", lambda: RepetitionPenaltyLogitsProcessor(f["repetition_penalty"]))
     if f.get("no_repeat_ngram_size", 0) > 0:
-        out.append(NoRepeatNGramLogitsProcessor(f["no_repeat_ngram_size"]))
+        add("no_repeat_ngram_size", lambda: NoRepeatNGramLogitsProcessor(f["no_repeat_ngram_size"]))
     if f.get("bad_words_ids") is not None:
-        out.append(NoBadWordsLogitsProcessor(f["bad_words_ids"], eos or None))
+        add("bad_words_ids", lambda: NoBadWordsLogitsProcessor(f["bad_words_ids"], eos or None))
     if eos and f.get("min_length", 0) > 0:
-        out.append(MinLengthLogitsProcessor(f["min_length"], eos, device=device))
+        add("min_length", lambda: MinLengthLogitsProcessor(f["min_length"], eos, device=device))
     if eos and f.get("min_new_tokens", 0) > 0:
-        out.append(MinNewTokensLengthLogitsProcessor(prompt_tokens, f["min_new_tokens"], eos, device=device))
+        add("min_new_tokens", lambda: MinNewTokensLengthLogitsProcessor(prompt_tokens, f["min_new_tokens"], eos,
+                                                                        device=device))
     if f.get("suppress_tokens") is not None:
-        out.append(SuppressTokensLogitsProcessor(f["suppress_tokens"], device=device))
+        add("suppress_tokens", lambda: SuppressTokensLogitsProcessor(f["suppress_tokens"], device=device))
     if f.get("sequence_bias") is not None:
-        out.append(SequenceBiasLogitsProcessor(f["sequence_bias"]))
+        add("sequence_bias", lambda: SequenceBiasLogitsProcessor(f["sequence_bias"]))
     out.extend(options.logits_processor)
     if options.sampling:
         if gen.temperature != 1.0:
-            out.append(TemperatureLogitsWarper(gen.temperature))
+            add("temperature", lambda: TemperatureLogitsWarper(gen.temperature))
         if gen.top_k is not None:
-            out.append(TopKLogitsWarper(gen.top_k))
+            add("top_k", lambda: TopKLogitsWarper(gen.top_k))
         if gen.top_p is not None and gen.top_p < 1.0:
-            out.append(TopPLogitsWarper(gen.top_p))
+            add("top_p", lambda: TopPLogitsWarper(gen.top_p))
         if f.get("min_p") is not None:
-            out.append(MinPLogitsWarper(f["min_p"]))
+            add("min_p", lambda: MinPLogitsWarper(f["min_p"]))
         if f.get("typical_p", 1.0) < 1.0:
-            out.append(TypicalLogitsWarper(f["typical_p"]))
+            add("typical_p", lambda: TypicalLogitsWarper(f["typical_p"]))
         if 0.0 < f.get("epsilon_cutoff", 0.0) < 1.0:
-            out.append(EpsilonLogitsWarper(f["epsilon_cutoff"]))
+            add("epsilon_cutoff", lambda: EpsilonLogitsWarper(f["epsilon_cutoff"]))
         if 0.0 < f.get("eta_cutoff", 0.0) < 1.0:
-            out.append(EtaLogitsWarper(f["eta_cutoff"], device=device))
+            add("eta_cutoff", lambda: EtaLogitsWarper(f["eta_cutoff"], device=device))
     if f.get("renormalize_logits"):
-        out.append(LogitNormalization())
+        add("renormalize_logits", LogitNormalization)
     return out
 
 
@@ -111,3 +124,4 @@ class TokenChooser:
             self._sequence[:, self._length] = token[:, 0]
             self._length += 1
         return token
+

@@ -136,6 +136,10 @@ class PromptFilterSection(StrategySpec):
     the tokens the prefill then runs on, positions re-encoded (GemFilter: ``{name: gemfilter, layer: 13}``)."""
 
 
+#: the smallest sampling temperature (0 is greedy): logits of a few hundred divided by it stay finite in float32
+MIN_TEMPERATURE = 1e-5
+
+
 class GenerationSection(ConfigModel):
     """Decoding defaults; every field can be overridden per `generate` call."""
 
@@ -149,6 +153,16 @@ class GenerationSection(ConfigModel):
         description="Stop once the text contains one of these (a single string counts as one stop string).",
     )
     chat_template: bool = Field(True, description="Wrap text prompts in the tokenizer's chat template.")
+
+    @field_validator("temperature")
+    @classmethod
+    def _greedy_or_representable(cls, value: float) -> float:
+        """Below MIN_TEMPERATURE the scores divided by it overflow float32 to inf (``1e-300``) and the softmax
+        fails after the prefill; sampling that cold is greedy to float precision anyway."""
+        if 0.0 < value < MIN_TEMPERATURE:
+            raise ValueError(f"must be 0 (greedy) or at least {MIN_TEMPERATURE:g}: colder sampling overflows the "
+                             "scores, and is greedy to float precision anyway")
+        return value
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -96,6 +96,8 @@ class SlimTextGenerationPipeline(Pipeline):
         if batch_size not in (None, 1):
             raise ConfigError("batch_size", batch_size, "must be 1: sliminfer runs one prompt per forward pass; "
                               "a list of prompts runs them in turn")
+        if isinstance(inputs, (list, tuple)) and not inputs:
+            raise InputError("inputs: an empty list; give a string, chat messages, or a list of either")
         for chat in _chats(inputs):
             check_messages(chat)  # before transformers' own check, which names neither the index nor the field
         return super().__call__(inputs, *args, **kwargs)
@@ -113,6 +115,12 @@ class SlimTextGenerationPipeline(Pipeline):
                               "transformers GenerationConfig fields (max_new_tokens, do_sample, temperature, ...)")
         generation = {k: v for k, v in kwargs.items() if k in fields}
         check_supported(generation)  # here, so that a bad one fails before the prompt is tokenized
+        count = generation.get("max_new_tokens")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise ConfigError("max_new_tokens", count, "must be an int >= 1 (tokens to generate at most)")
+        for name in (*PREPROCESS_KEYS, *POSTPROCESS_KEYS):  # flags: a string such as "no" is not False
+            if kwargs.get(name) is not None and not isinstance(kwargs[name], bool):
+                raise ConfigError(name, kwargs[name], "must be True, False or None")
         forward = {**generation, **{k: kwargs[k] for k in FORWARD_KEYS if k in kwargs}}
         preprocess = {k: kwargs[k] for k in PREPROCESS_KEYS if k in kwargs}
         postprocess = {k: kwargs[k] for k in POSTPROCESS_KEYS if k in kwargs}
