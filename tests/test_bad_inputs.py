@@ -235,6 +235,17 @@ def test_sampling_knobs_of_a_sampling_config_are_unused_by_a_greedy_call(tiny) -
         tiny.generate([1, 2], max_new_tokens=3).token_ids
 
 
+def test_a_model_section_an_in_memory_model_does_not_match_is_said(tiny, caplog) -> None:
+    """sliminfer never moves or casts a model it did not load: a model.device / model.dtype that differs is
+    a warning, not silently ignored; auto (the default) says nothing."""
+    with caplog.at_level(logging.WARNING, logger="sliminfer"):
+        SlimPipeline.from_pretrained(tiny.model, config={"model": {"device": "cpu", "dtype": "auto"}})
+        assert not caplog.records
+        SlimPipeline.from_pretrained(tiny.model, config={"model": {"dtype": "bfloat16"}})
+    assert ["model.dtype is 'bfloat16' but this model's weights are float32" in r.getMessage()
+            for r in caplog.records] == [True]
+
+
 def test_empty_text_is_refused(real) -> None:
     with pytest.raises(InputError, match="prompt: empty text"):
         real.generate("")

@@ -63,6 +63,8 @@ BAD = {
     "bench output length 1": (["bench", "--output-lengths", "1"], "--output-lengths: got [1]; each must be at least 2"),
     "bench output length 0 among others": (["bench", "--output-lengths", "0,8"],
                                            "--output-lengths: got [0, 8]; each must be at least 2"),
+    "bench measuring nothing": (["bench", "--no-ttft"], "--no-ttft: got True; with no --output-lengths there is "
+                                                       "nothing left to measure"),
     "bench out a file": (["bench", "--out", "{file}"], "--out: got '{file}'; an existing file, give a directory "
                                                        "(created if missing)"),
     "bench out under a file": (["bench", "--out", "{file}/sub"], "--out: got '{file}/sub'; '{file}' above it is an "

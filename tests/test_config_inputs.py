@@ -211,3 +211,18 @@ def test_override_values_are_not_shared_with_the_caller():
     generation = {"seed": 1}
     load_config(None, {"generation": generation, "generation.max_new_tokens": 2})
     assert generation == {"seed": 1}
+
+
+def test_yaml_errors_are_one_line_with_line_and_column(tmp_path) -> None:
+    """PyYAML's own text spans several lines and names the text "<unicode string>"; the error names the file,
+    then line and column (1-based) and the problem, on one line."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("generation:\n  seed: 1\n  seed: 2\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    message = str(info.value)
+    assert "\n" not in message and "unicode string" not in message
+    assert f"config: got '{path}'; is not valid (safe) YAML: line 3, column 3: duplicate key 'seed'" in message
+    with pytest.raises(ConfigError, match=r"generation.stop: got '\[a'; is not a valid \(safe\) YAML value: line 1, "
+                                          r"column 3: while parsing a flow sequence \(from line 1, column 1\)"):
+        load_config("origin", ["generation.stop=[a"])

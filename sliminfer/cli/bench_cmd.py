@@ -110,6 +110,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     if outputs != [0] and any(n < 2 for n in outputs):
         raise ConfigError("--output-lengths", outputs, "each must be at least 2 (an end-to-end run decodes after "
                           "the prefill's first token); 0 alone or nothing (the default) for TTFT only")
+    if args.no_ttft and not any(outputs):
+        raise ConfigError("--no-ttft", True, "with no --output-lengths there is nothing left to measure; give "
+                          "output lengths for end-to-end runs, or drop --no-ttft")
     checks.positive_int("--repeats", args.repeats, "timed runs per measurement")
     checks.non_negative_int("--warmup", args.warmup, "untimed runs before them")
     checks.output_dir("--out", args.out)

@@ -176,6 +176,18 @@ def _dotted(key: str) -> str:
     return key.replace("__", ".")
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line, with 1-based line and column: ``line 3, column 3: duplicate key 'seed' ...``
+    (PyYAML's own text spans several lines and names the text ``"<unicode string>"``, not the file)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark, start = exc.problem_mark, exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        context = f"{exc.context} (from line {start.line + 1}, column {start.column + 1}); " if exc.context and \
+            start is not None else f"{exc.context}; " if exc.context else ""
+        return f"{where}: {context}{exc.problem}"
+    return " ".join(str(exc).split())
+
+
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     """Parse ``a.b=value`` items (``a__b=value`` is the same key); values are YAML scalars or flow collections.
 
@@ -201,7 +213,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         try:
             out[key] = yaml.load(raw, Loader=_ConfigLoader) if raw.strip() else None
         except yaml.YAMLError as exc:
-            raise ConfigError(key, raw, f"is not a valid (safe) YAML value: {exc}") from None
+            raise ConfigError(key, raw, f"is not a valid (safe) YAML value: {yaml_problem(exc)}") from None
     return out
 
 
@@ -288,7 +300,7 @@ def _read_source(source: str | Path | Mapping[str, Any] | SlimConfig | None) -> 
     try:
         data = yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
-        raise ConfigError("config", str(path), f"is not valid (safe) YAML: {exc}") from None
+        raise ConfigError("config", str(path), f"is not valid (safe) YAML: {yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -8,6 +8,7 @@ transformers' ``generation_config``, ``logits_processor`` and ``streamer``.
 
 from __future__ import annotations
 
+import logging
 import threading
 from numbers import Integral
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from sliminfer.strategies.base import Schedule
     from sliminfer.strategies.prompt_filter import PromptFilter
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 ConfigSource = str | Path | Mapping[str, Any] | SlimConfig | None
 #: text, chat messages ([{"role": ..., "content": ...}, ...]), token ids, or an integer tensor [n] / [1, n]
@@ -60,6 +62,7 @@ class SlimPipeline:
         self.registry.check_config(self.config)
         check_model_object(model)
         check_tokenizer_object(tokenizer)
+        warn_unused_model_section(self.config, model)
         self.model = model
         self.tokenizer = tokenizer
         self.adapter = self.registry.adapter_for(model.config).cls(model)
@@ -317,6 +320,24 @@ def check_model_object(model: Any) -> None:
         raise ConfigError("model", f"<{type(model).__name__}>", "a base model without its LM head cannot generate; "
                           "load the causal LM (AutoModelForCausalLM.from_pretrained(...)), which holds this one as "
                           "its .model")
+
+
+def warn_unused_model_section(config: SlimConfig, model: torch.nn.Module) -> None:
+    """A ``model.device`` / ``model.dtype`` that an in-memory model does not match: sliminfer never moves or
+    casts a model it did not load, so the setting has no effect here; said once, not silently ignored."""
+    param = next(model.parameters(), None)
+    if param is None:
+        return
+    wanted = config.model
+    device = torch.device(wanted.device) if wanted.device != "auto" else None
+    if device is not None and (device.type != param.device.type or
+                               device.index is not None and device.index != param.device.index):
+        log.warning("model.device is %r but this model is on %s: sliminfer does not move a model it did not load; "
+                    "move it yourself (model.to(...)) or leave model.device at auto", wanted.device, param.device)
+    if wanted.dtype != "auto" and getattr(torch, wanted.dtype) != param.dtype:
+        log.warning("model.dtype is %r but this model's weights are %s: sliminfer does not cast a model it did not "
+                    "load; cast it yourself (model.to(dtype)) or leave model.dtype at auto", wanted.dtype,
+                    str(param.dtype).removeprefix("torch."))
 
 
 def check_tokenizer_object(tokenizer: Any) -> None:
