@@ -20,7 +20,7 @@ import torch
 from sliminfer import ConfigError, SlimPipeline, UnknownNameError, hookimpl, load_config
 from sliminfer.cli.main import main
 from sliminfer.core.config import SlimConfig, read_config
-from sliminfer.core.pipeline import check_config_fits_checkpoint
+from sliminfer.core.preflight import check_config_fits_checkpoint
 from sliminfer.core.registry import Registry, get_registry
 from sliminfer.models.base import ModelAdapter
 from sliminfer.strategies.attention import AttentionStrategy, strategy_layers

@@ -298,7 +298,8 @@ def test_strategy_module_is_a_leaf(graph) -> None:
 
 def test_registry_and_config_do_not_import_each_other(graph) -> None:
     """The registry names the base classes by import, not by string (which hid the cycle), and the config
-    schema does not reach for the registry (the strategy checks live above both, in the pipeline)."""
+    schema does not reach for the registry (the strategy checks live above both, in the pipeline and its
+    preflight)."""
     assert "sliminfer.core.config" in graph["sliminfer.core.registry"]
     assert "sliminfer.core.registry" not in reachable(graph, "sliminfer.core.config")
     assert {"sliminfer.strategies.base", "sliminfer.strategies.attention", "sliminfer.strategies.prompt_filter",

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from sliminfer import ConfigError, SlimPipeline, load_config
 from sliminfer.bench.shapes import shape_config
 from sliminfer.core.config import StrategySpec
-from sliminfer.core.pipeline import check_config_fits_checkpoint
+from sliminfer.core.preflight import check_config_fits_checkpoint
 from sliminfer.core.registry import get_registry
 from sliminfer.decode.run import static_generate
 from sliminfer.strategies.block_selection import (

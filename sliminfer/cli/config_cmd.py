@@ -10,7 +10,8 @@ from sliminfer.core.config import SlimConfig, preset_names
 from sliminfer.core.errors import ConfigError
 from sliminfer.core.hub_source import is_hub_id
 from sliminfer.core.loading import read_model_config, resolve_source
-from sliminfer.core.pipeline import check_config_fits_checkpoint, check_config_fits_machine, load_config
+from sliminfer.core.pipeline import load_config
+from sliminfer.core.preflight import check_config_fits_checkpoint, check_config_fits_machine
 from sliminfer.core.registry import get_registry
 
 

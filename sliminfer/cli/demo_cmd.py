@@ -32,7 +32,8 @@ from sliminfer.cli.format import layer_runs, mib, table
 from sliminfer.core.config import SlimConfig
 from sliminfer.core.errors import ConfigError, InputError
 from sliminfer.core.loading import load_model, read_model_config
-from sliminfer.core.pipeline import SlimPipeline, check_config_fits_checkpoint, load_config
+from sliminfer.core.pipeline import SlimPipeline, load_config
+from sliminfer.core.preflight import check_config_fits_checkpoint
 from sliminfer.core.prompts import check_length
 from sliminfer.core.registry import get_registry
 from sliminfer.core.results import GenerationResult, PrefillResult

@@ -19,7 +19,8 @@ from typing import Any
 
 from sliminfer.cli.format import layer_runs, mib
 from sliminfer.core.errors import InputError
-from sliminfer.core.pipeline import SlimPipeline, check_static_options, load_config
+from sliminfer.core.pipeline import SlimPipeline, load_config
+from sliminfer.core.preflight import check_static_options
 from sliminfer.core.prompts import check_messages
 
 
