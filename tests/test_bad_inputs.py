@@ -442,6 +442,14 @@ CLI_CASES = [
             ("pruning.schedule.layers: got 30", "0..29")),
     CliCase("attention layers past the model", ["config", "validate", "smollm2-135m", "attention.name=dense",
                                                  "attention.layers=[0,30]"], 2, ("attention.layers: got 30", "0..29")),
+    CliCase("a CUDA graph without CUDA", ["config", "validate", "origin", "decode.graph=true"], 2,
+            ("decode.graph: got True; CUDA graphs need a CUDA device (this decode runs on cpu)",)),
+    CliCase("the triton decode kernel without CUDA", ["run", "origin", "--prompt", "hi", "decode.kernel=triton"], 2,
+            ("decode.kernel: got 'triton'; needs a CUDA device",)),
+    CliCase("autotune without a compile", ["run", "origin", "--prompt", "hi", "--fast", "decode.autotune=true",
+                                           "decode.compile=false"], 2, ("decode.autotune: got True", "compiled step")),
+    CliCase("--fast against decode.mode=eager", ["run", "origin", "decode.mode=eager", "--fast", "--prompt", "hi"], 2,
+            ("--fast: got True; chooses the static decode", "decode.mode=eager is given too")),
     CliCase("overrides after the flags", ["run", "origin", "--prompt", "Say hi", "generation.max_new_tokens=2"], 0,
             loads=True),
     CliCase("prompt from stdin", ["run", "origin", "--prompt-file", "-", "generation.max_new_tokens=2"], 0,
@@ -461,6 +469,27 @@ def test_cli(tmp_path, monkeypatch, capsys, smollm2, case: CliCase) -> None:
     assert "Traceback" not in err
     for text in case.says:
         assert text in err
+
+
+def test_a_bad_compile_cache_switch_is_refused_before_the_model_loads(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("SLIMINFER_COMPILE_CACHE", "yes")
+    monkeypatch.setattr("sliminfer.core.loading.load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    assert main(["run", "origin", "--prompt", "hi"]) == 2
+    assert "SLIMINFER_COMPILE_CACHE: got 'yes'; allowed: 1" in capsys.readouterr().err
+
+
+def test_a_prompt_given_twice_is_refused_not_replaced(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", "origin", "--prompt", "hi", "--prompt", "yo"])
+    assert info.value.code == 2
+    assert "--prompt: given twice ('hi' and 'yo'); give it once" in capsys.readouterr().err
+
+
+def test_a_byte_order_mark_is_not_part_of_the_prompt(tmp_path) -> None:
+    from sliminfer.cli.run_cmd import read_prompt_file
+
+    write(tmp_path / "bom.txt", b"\xef\xbb\xbfHello")
+    assert read_prompt_file(str(tmp_path / "bom.txt")) == "Hello"
 
 
 def test_ctrl_c_is_one_line(monkeypatch, capsys) -> None:

@@ -135,7 +135,9 @@ def test_stream_raises_the_decodes_error(pipe: SlimPipeline) -> None:
     with pytest.raises(ConfigError, match="generation.temperature"):
         list(pipe.stream("Hello", temperature=-1.0))  # refused before any text: the reader does not wait
     with pytest.raises(ConfigError, match="brings its own streamer"):
-        list(pipe.stream("Hello", streamer=Recorder()))
+        pipe.stream("Hello", streamer=Recorder())  # refused by the call itself, before any next()
+    with pytest.raises(ConfigError, match=r"stream.bogus: got 1; not a keyword of generate\(\)"):
+        pipe.stream("Hello", bogus=1)
 
 
 def test_a_failing_decode_still_ends_the_streamer(pipe: SlimPipeline, monkeypatch) -> None:

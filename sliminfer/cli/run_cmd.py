@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sliminfer.cli.format import layer_runs, mib
-from sliminfer.core.errors import InputError
+from sliminfer.core.errors import ConfigError, InputError
 from sliminfer.core.pipeline import SlimPipeline, load_config
 from sliminfer.core.preflight import check_static_options
 from sliminfer.core.prompts import check_messages
@@ -29,10 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("config", help="YAML path or preset name")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. generation.max_new_tokens=32")
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompt", help="prompt text")
-    src.add_argument("--prompt-file", help="UTF-8 file holding the prompt text ('-': standard input)")
-    src.add_argument("--chat-file", help="UTF-8 JSON file holding chat messages, a list of {\"role\": ..., "
-                                         "\"content\": ...} objects ('-': standard input)")
+    src.add_argument("--prompt", action=_Once, help="prompt text")
+    src.add_argument("--prompt-file", action=_Once, help="UTF-8 file holding the prompt text ('-': standard input)")
+    src.add_argument("--chat-file", action=_Once,
+                     help="UTF-8 JSON file holding chat messages, a list of {\"role\": ..., \"content\": ...} "
+                          "objects ('-': standard input)")
     parser.add_argument("--no-chat", action="store_true", help="do not wrap the prompt in the chat template")
     parser.add_argument("--fast", action="store_true",
                         help="the static decode (decode.mode=static): greedy, static buffers replayed as a CUDA graph "
@@ -40,6 +41,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-stream", action="store_true",
                         help="print the answer once it is complete instead of token by token")
     parser.set_defaults(func=_run)
+
+
+class _Once(argparse.Action):
+    """A value option that may be given once: argparse would keep the last of two, silently."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string}: given twice ({getattr(namespace, self.dest)!r} and {values!r}); "
+                         "give it once")
+        setattr(namespace, self.dest, values)
 
 
 def read_prompt_file(name: str, flag: str = "--prompt-file") -> str:
@@ -50,7 +62,7 @@ def read_prompt_file(name: str, flag: str = "--prompt-file") -> str:
         raise InputError(f"{flag}: got {name!r}; cannot be read ({exc.strerror or exc}); give a readable "
                          "text file, or - for standard input") from None
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a leading byte-order mark (Windows editors) is not part of the text
     except UnicodeDecodeError as exc:
         raise InputError(f"{flag}: got {name!r}; not UTF-8 text ({exc.reason} at byte {exc.start}); "
                          "save it as UTF-8") from None
@@ -90,6 +102,11 @@ def _read_prompt(args: argparse.Namespace) -> str | list[Any]:
 
 def _run(args: argparse.Namespace) -> int:
     prompt = _read_prompt(args)
+    if args.fast:
+        given = [o for o in args.overrides if o.partition("=")[0].strip().replace("__", ".") == "decode.mode"]
+        if given:
+            raise ConfigError("--fast", True, f"chooses the static decode (decode.mode=static) and {given[0]} is "
+                              "given too; drop one of them")
     overrides = [*args.overrides, "decode.mode=static"] if args.fast else args.overrides
     config = load_config(args.config, overrides)
     if config.decode.mode == "static":

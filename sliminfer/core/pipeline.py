@@ -8,6 +8,7 @@ transformers' ``generation_config``, ``logits_processor`` and ``streamer``.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from numbers import Integral
@@ -245,18 +246,29 @@ class SlimPipeline:
         the :class:`GenerationResult` (``result = yield from pipe.stream(...)``).
 
         The decode runs on a worker thread feeding a transformers ``TextIteratorStreamer`` (prompt skipped,
-        special tokens dropped); ``kwargs`` are those of :meth:`generate`, except ``streamer``. An error in
-        the decode is raised here once the text produced before it has been yielded. Leaving the loop early
-        waits for the decode to finish (it cannot be interrupted between tokens).
+        special tokens dropped); ``kwargs`` are those of :meth:`generate`, except ``streamer``. A keyword
+        generate() does not take, and a pipeline without a tokenizer, are refused here, when ``stream`` is
+        called (not at the first ``next``); an error in the decode is raised once the text produced before it
+        has been yielded. Leaving the loop early waits for the decode to finish (it cannot be interrupted
+        between tokens).
         """
-        from transformers import TextIteratorStreamer
-
         if "streamer" in kwargs:
             raise ConfigError("stream.streamer", kwargs["streamer"], "stream() brings its own streamer; pass yours "
                               "to generate(streamer=...) instead")
+        taken = [name for name in inspect.signature(self.generate).parameters if name != "prompt_or_ids"]
+        unknown = [name for name in kwargs if name not in taken]
+        if unknown:
+            raise ConfigError(f"stream.{unknown[0]}", kwargs[unknown[0]], f"not a keyword of generate(), which "
+                              f"stream() passes them to; it takes {', '.join(n for n in taken if n != 'streamer')}")
         if self.tokenizer is None:
             raise InputError("stream: text needs a tokenizer and this pipeline has none; call generate() with "
                              "token ids instead")
+        return self._streamed(prompt_or_ids, kwargs)
+
+    def _streamed(self, prompt_or_ids: Prompt, kwargs: Mapping[str, Any]) -> Generator[str, None, GenerationResult]:
+        """:meth:`stream`'s generator, once its arguments are checked."""
+        from transformers import TextIteratorStreamer
+
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         outcome: dict[str, Any] = {}
 

@@ -19,7 +19,7 @@ import torch
 from sliminfer.core.config import GenerationSection, SlimConfig
 from sliminfer.core.errors import ConfigError
 from sliminfer.core.registry import Registry
-from sliminfer.decode.compile_cache import check_can_compile
+from sliminfer.decode.compile_cache import check_can_compile, compile_cache_enabled
 from sliminfer.strategies.attention import strategy_layers
 
 if TYPE_CHECKING:
@@ -102,12 +102,18 @@ def check_config_fits_checkpoint(config: SlimConfig, registry: Registry, hf_conf
 
 
 def check_config_fits_machine(config: SlimConfig) -> None:
-    """Refuse, before any weight loads, what this machine cannot run: a ``model.device`` it lacks, and
+    """Refuse, before any weight loads, what this machine cannot run: a ``model.device`` it lacks,
     ``prefill.compile`` / ``decode.compile: true`` where torch.compile cannot run on that device (the pipeline
-    checks the loaded model's devices the same way, for a model built elsewhere or spread over several)."""
-    from sliminfer.core.loading import resolve_device
+    checks the loaded model's devices the same way, for a model built elsewhere or spread over several), a
+    ``SLIMINFER_COMPILE_CACHE`` it does not understand, and static-decode options (``fast=True``, ``--fast``)
+    this device cannot run: a CUDA graph or the triton / flash kernel without CUDA, autotune without a compile."""
+    from sliminfer.core.loading import resolve_device, resolve_dtype
+    from sliminfer.decode.static import resolve_static_options
 
-    check_compile_options(config, {resolve_device(config.model.device)})
+    device = resolve_device(config.model.device)
+    check_compile_options(config, {device})
+    compile_cache_enabled()
+    resolve_static_options(config.decode, device, resolve_dtype(config.model.dtype, device))
 
 
 def check_compile_options(config: SlimConfig, devices: Iterable[torch.device]) -> None:

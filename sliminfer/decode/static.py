@@ -56,6 +56,23 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+
+def resolve_static_options(options: DecodeSection, device: torch.device, dtype: torch.dtype) -> tuple[bool, bool, str]:
+    """``(compile, graph, kernel)`` of a static decode on ``device`` in ``dtype``: the config's choices with nulls
+    resolved (compiled and graph-replayed on CUDA: measured fastest on an H100, benchmarks/results), refused with
+    the field named where this device cannot run them. Shared by the decoder and the preflight, which runs it
+    from the config alone, before any weight loads."""
+    cuda = device.type == "cuda"
+    compile = cuda if options.compile is None else options.compile
+    kernel = kernels.resolve_kernel(options.kernel, compile, device, dtype)
+    graph = cuda if options.graph is None else options.graph
+    if graph and not cuda:
+        raise ConfigError("decode.graph", True, f"CUDA graphs need a CUDA device (this decode runs on {device})")
+    if options.autotune and not compile:
+        raise ConfigError("decode.autotune", True, "it tunes the compiled step: set decode.compile to true "
+                          "(or leave it null on CUDA), or decode.autotune to false")
+    return compile, graph, kernel
+
 class StaticDecoder:
     """Fixed buffers and one captured decode step for prompts whose per-layer KV fits its capacities.
 
@@ -98,20 +115,11 @@ class StaticDecoder:
         self.dtype = dtype
         self.max_new_tokens = max_new_tokens
         self.capacities = [_round_up(max(int(c), 1), CAPACITY_ALIGN) for c in capacities]
-        cuda = self.device.type == "cuda"
-        # measured on an H100 (benchmarks/results): compiled, with the Triton (else split-KV) kernel, is the fastest
-        compile = cuda if options.compile is None else options.compile
-        self.attention = kernels.resolve_kernel(options.kernel, compile, self.device, dtype)
-        self.use_graph = cuda if options.graph is None else options.graph
-        if self.use_graph and not cuda:
-            raise ConfigError("decode.graph", True, f"CUDA graphs need a CUDA device (this decode runs on {self.device})")
+        compile, self.use_graph, self.attention = resolve_static_options(options, self.device, dtype)
         if getattr(adapter, "layer_devices", None) is not None:
             raise InputError("static decode: the model's layers are spread over several devices (device_map) and "
                              "the static decoder keeps one device's buffers; decode with decode.mode eager (fast=False)")
         self._check_tensor_parallel(adapter, self.use_graph, compile)
-        if options.autotune and not compile:
-            raise ConfigError("decode.autotune", True, "it tunes the compiled step: set decode.compile to true "
-                              "(or leave it null on CUDA), or decode.autotune to false")
         self.compiled = compile
         self.autotune = options.autotune  # opt-in: its cost and gain are in DecodeSection.autotune's description
         self.graph: torch.cuda.CUDAGraph | None = None
