@@ -226,3 +226,19 @@ def test_yaml_errors_are_one_line_with_line_and_column(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"generation.stop: got '\[a'; is not a valid \(safe\) YAML value: line 1, "
                                           r"column 3: while parsing a flow sequence \(from line 1, column 1\)"):
         load_config("origin", ["generation.stop=[a"])
+
+
+@pytest.mark.parametrize(("overrides", "says"), [
+    (["pruning.scorer.window=100000"], "pruning.scorer.window: got 100000; the blocks holding the window's queries "
+                                       "are always kept: with the sink 100096 tokens, more than the smallest budget "
+                                       "512; use a window of at most 448 tokens"),
+    (["pruning.schedule.budgets=[512,256,64]"], "pruning.schedule.budgets: got 64; must be at least 2 blocks "
+                                                "(128 tokens)"),
+])
+def test_a_budget_smaller_than_what_a_stage_always_keeps_is_refused(overrides, says) -> None:
+    """The sink and the window's blocks are kept whatever the budget: a smaller budget would be exceeded
+    silently (a window of 100 tokens in blocks of 16 turned a budget of 64 into 128 kept tokens)."""
+    with pytest.raises(ConfigError) as info:
+        load_config("smollm2-135m", overrides)
+    assert says in str(info.value)
+    assert load_config("smollm2-135m", ["pruning.scorer.window=448"]).pruning.scorer.options["window"] == 448

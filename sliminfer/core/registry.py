@@ -54,6 +54,7 @@ from sliminfer.core.strategy import Strategy
 from sliminfer.models.base import ModelAdapter
 from sliminfer.strategies.attention import AttentionStrategy
 from sliminfer.strategies.base import Schedule, Scorer
+from sliminfer.strategies.block_selection import check_budget_fits_window
 from sliminfer.strategies.prompt_filter import PromptFilter
 
 if TYPE_CHECKING:
@@ -276,6 +277,7 @@ class Registry:
             scorer = self.build("scorer", config.pruning.scorer, "pruning.scorer")
             schedule = self.build("schedule", config.pruning.schedule, "pruning.schedule")
             schedule.check_block_size(scorer.block_size, field="pruning.schedule")
+            check_budget_fits_window(scorer.block_size, scorer.window, schedule.smallest_budget, field="pruning")
         if config.attention is not None:
             self.options("attention", config.attention, "attention")
         if config.prompt_filter is not None:

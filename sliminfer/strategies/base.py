@@ -93,6 +93,13 @@ class Schedule(Strategy, ABC):
     def check_block_size(self, block_size: int, field: str) -> None:
         """Raise a ConfigError if the schedule cannot work with this block size."""
 
+    @property
+    def smallest_budget(self) -> int | None:
+        """Its smallest absolute budget in tokens, which the engine checks against what a stage always keeps
+        (the sink and the scorer's window blocks); None (the default) for budgets relative to the tokens
+        present, which cannot be checked before a prompt."""
+        return None
+
     def check_model(self, num_layers: int, field: str) -> None:
         """Raise a ConfigError if a pruning layer does not exist in a model with ``num_layers`` layers."""
         for layer in self.layers:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from sliminfer.core.errors import ConfigError
+
 PREFILL_SINK_BLOCKS = 1
 
 
@@ -28,6 +30,26 @@ def window_blocks(n_tokens: int, block_size: int, window: int) -> int:
     scorer's query window), and at least one: the last full block is always kept."""
     tail = n_tokens % block_size
     return max(1, -(-(window - tail) // block_size))
+
+
+def fewest_kept_tokens(block_size: int, window: int) -> int:
+    """The fewest prompt tokens a pruning stage keeps whatever its budget (tail aside): the sink blocks and the
+    full blocks that hold the scorer's ``window`` queries, at least the last one."""
+    return (PREFILL_SINK_BLOCKS + max(1, -(-window // block_size))) * block_size
+
+
+def check_budget_fits_window(block_size: int, window: int, smallest_budget: int | None, field: str) -> None:
+    """Refuse a smallest budget below :func:`fewest_kept_tokens` (``None``: relative budgets, not checkable
+    here), instead of silently keeping more than it says; ``field`` is the pruning section's."""
+    floor = fewest_kept_tokens(block_size, window)
+    if smallest_budget is None or smallest_budget >= floor:
+        return
+    if window <= block_size:
+        raise ConfigError(f"{field}.schedule.budgets", smallest_budget, f"must be at least {floor // block_size} "
+                          f"blocks ({floor} tokens): the sink and the last block are always kept")
+    raise ConfigError(f"{field}.scorer.window", window, f"the blocks holding the window's queries are always kept: "
+                      f"with the sink {floor} tokens, more than the smallest budget {smallest_budget}; use a window "
+                      f"of at most {smallest_budget - PREFILL_SINK_BLOCKS * block_size} tokens, or larger budgets")
 
 
 def blocks_to_keep(n_tokens: int, block_size: int, budget: int, window: int = 1) -> int | None:

@@ -52,9 +52,8 @@ class FixedBudgetSchedule(Schedule):
                 raise ConfigError(
                     f"{field}.budgets", budget, f"each budget must be a positive multiple of the block size {block_size}"
                 )
-        if self.config.budgets[-1] < 2 * block_size:
-            raise ConfigError(
-                f"{field}.budgets", self.config.budgets[-1],
-                f"must be at least 2 blocks ({2 * block_size} tokens): the sink and the last block are always kept",
-            )
+
+    @property
+    def smallest_budget(self) -> int:
+        return min(self.config.budgets)
 

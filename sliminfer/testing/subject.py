@@ -19,6 +19,7 @@ import torch
 from sliminfer.core.config import SlimConfig, StrategySpec
 from sliminfer.core.pipeline import SlimPipeline, load_config
 from sliminfer.core.registry import Registry
+from sliminfer.strategies.block_selection import fewest_kept_tokens
 from sliminfer.testing.tiny_models import COMMON, random_prompt, tiny_model
 
 #: the scorer the kit runs a non-scorer with; a scorer under test gets this block size unless its
@@ -56,20 +57,26 @@ class Subject:
         defaults = {"block_size": PARTNER_SCORER["block_size"]} if self.kind == "scorer" else {}
         return {**defaults, **self.options, "name": self.name}
 
+    def _scorer_options(self) -> Any:
+        """The options (a ScorerConfig) of the scorer in the config: the one under test, or the kit's."""
+        spec = StrategySpec.model_validate(self._own_spec() if self.kind == "scorer" else PARTNER_SCORER)
+        return self.registry.options("scorer", spec, "pruning.scorer")
+
     @property
     def block_size(self) -> int:
         """The block size of the scorer in the config (the one under test, or the kit's)."""
-        spec = StrategySpec.model_validate(self._own_spec() if self.kind == "scorer" else PARTNER_SCORER)
-        options: Any = self.registry.options("scorer", spec, "pruning.scorer")  # a ScorerConfig
-        return int(options.block_size)
+        return int(self._scorer_options().block_size)
 
     def config(self, pruned: bool = True) -> SlimConfig:
         """The checked config: the subject in its section, the kit's partners everywhere else (its fixed
-        schedule keeps 10 blocks after layer 1 and 4 after layer 3)."""
+        schedule keeps 10 blocks after layer 1 and 4 after layer 3, or what the sink and the scorer's window
+        blocks always keep where that is more)."""
         size = self.block_size
+        floor = fewest_kept_tokens(size, int(self._scorer_options().window))
+        small = max(4 * size, -(-floor // size) * size)
         raw: dict[str, Any] = {"pruning": {
             "scorer": PARTNER_SCORER,
-            "schedule": {"name": "fixed", "layers": PARTNER_LAYERS, "budgets": [10 * size, 4 * size]},
+            "schedule": {"name": "fixed", "layers": PARTNER_LAYERS, "budgets": [max(10 * size, small), small]},
         }}
         if self.section is not None:
             *parents, leaf = self.section
