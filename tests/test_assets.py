@@ -263,3 +263,19 @@ def test_qa_files() -> None:
     assert squad["version"] == "v2.0" and squad["data"][0]["paragraphs"][0]["qas"]
     hotpot = json.loads(hotpotqa_path(progress=False).read_text(encoding="utf-8"))
     assert len(hotpot) == 7405 and {"question", "answer", "context"} <= hotpot[0].keys()
+
+
+@pytest.mark.parametrize(("make", "state"), [
+    (lambda house: house / "missing", "does not exist"),
+    (lambda house: (house / "file").write_bytes(b"x") and house / "file", "is not a folder"),
+    (lambda house: (house / "empty").mkdir() or house / "empty", "holds no fakeasset==1.0 wheel"),
+])
+def test_a_wheelhouse_without_the_wheel_is_named_not_the_index(cache: Path, tmp_path: Path, make, state) -> None:
+    """With a wheelhouse pip never asks the index, so the error says what is wrong with the folder."""
+    house = make(tmp_path)
+    with pytest.raises(AssetError) as err:
+        fetch_wheel_member("fakeasset", "1.0", MEMBER, cache / "data.bin", "0" * 64, "fake", progress=False,
+                           find_links=house)
+    message = str(err.value)
+    assert f"from the wheelhouse {str(house)!r}" in message and f"it {state}" in message
+    assert "package index must be reachable" not in message

