@@ -25,9 +25,9 @@ def write(path: Path, text: str) -> Path:
 
 def read_yaml(text: str):
     """``text`` read as load_config reads a file (sliminfer's own safe loader)."""
-    from sliminfer.core.config import _ConfigLoader
+    from sliminfer.core.yaml_reading import ConfigLoader
 
-    return yaml.load(text, Loader=_ConfigLoader)
+    return yaml.load(text, Loader=ConfigLoader)
 
 
 # 1. mapping keys must be strings ------------------------------------------------------------------------

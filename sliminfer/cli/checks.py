@@ -76,24 +76,18 @@ def output_dir(flag: str, path: Path | str) -> None:
 
 
 def device(flag: str, value: str) -> None:
-    """A device of the ``model.device`` forms (auto, cpu, cuda, cuda:N), and CUDA only where there is one."""
+    """A device of the ``model.device`` forms (auto, cpu, cuda, cuda:N), and CUDA only where there is one: the
+    config's own rules (its pattern, :func:`~sliminfer.core.loading.resolve_device`), named after the flag."""
     from pydantic import ValidationError
 
+    from sliminfer.core.loading import resolve_device
     from sliminfer.core.sections import ModelSection
 
-    try:  # the config's own rule for model.device, so the flag and the field accept the same forms
+    try:
         ModelSection(device=value)
     except ValidationError:
         raise ConfigError(flag, value, f"choose {DEVICE_FORMS}") from None
-    if value.startswith("cuda"):
-        import torch
-
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ConfigError(flag, value, "CUDA is not available on this machine; use cpu or auto")
-        index = int(value.partition(":")[2] or 0)
-        if index >= count:
-            raise ConfigError(flag, value, f"this machine has {count} CUDA device(s): use cuda:0 to cuda:{count - 1}")
+    resolve_device(value, flag)
 
 
 __all__ = ["DEVICE_FORMS", "device", "fraction", "fractions", "non_negative_int", "output_dir", "positive_int",

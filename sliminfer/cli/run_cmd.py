@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sliminfer.cli.format import layer_runs, mib
+from sliminfer.core.config import parse_overrides
 from sliminfer.core.errors import ConfigError, InputError
 from sliminfer.core.pipeline import SlimPipeline, load_config
 from sliminfer.core.preflight import check_static_options
@@ -102,11 +103,9 @@ def _read_prompt(args: argparse.Namespace) -> str | list[Any]:
 
 def _run(args: argparse.Namespace) -> int:
     prompt = _read_prompt(args)
-    if args.fast:
-        given = [o for o in args.overrides if o.partition("=")[0].strip().replace("__", ".") == "decode.mode"]
-        if given:
-            raise ConfigError("--fast", True, f"chooses the static decode (decode.mode=static) and {given[0]} is "
-                              "given too; drop one of them")
+    if args.fast and "decode.mode" in (given := parse_overrides(args.overrides)):
+        raise ConfigError("--fast", True, f"chooses the static decode (decode.mode=static) and "
+                          f"decode.mode={given['decode.mode']} is given too; drop one of them")
     overrides = [*args.overrides, "decode.mode=static"] if args.fast else args.overrides
     config = load_config(args.config, overrides)
     if config.decode.mode == "static":

@@ -28,11 +28,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str, field: str = "model.device") -> torch.device:
+    """The device ``device`` (``model.device``'s forms) names on this machine; a CUDA device this machine lacks
+    is refused naming ``field`` (the config field, or a command-line flag)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("model.device", device, "CUDA is not available on this machine; use cpu or auto")
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(field, device, "CUDA is not available on this machine; use cpu or auto")
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            raise ConfigError(field, device, f"this machine has {count} CUDA device(s): use cuda:0 to cuda:{count - 1}")
     return torch.device(device)
 
 

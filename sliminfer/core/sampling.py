@@ -124,4 +124,3 @@ class TokenChooser:
             self._sequence[:, self._length] = token[:, 0]
             self._length += 1
         return token
-

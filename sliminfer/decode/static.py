@@ -56,7 +56,6 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-
 def resolve_static_options(options: DecodeSection, device: torch.device, dtype: torch.dtype) -> tuple[bool, bool, str]:
     """``(compile, graph, kernel)`` of a static decode on ``device`` in ``dtype``: the config's choices with nulls
     resolved (compiled and graph-replayed on CUDA: measured fastest on an H100, benchmarks/results), refused with
@@ -72,6 +71,7 @@ def resolve_static_options(options: DecodeSection, device: torch.device, dtype: 
         raise ConfigError("decode.autotune", True, "it tunes the compiled step: set decode.compile to true "
                           "(or leave it null on CUDA), or decode.autotune to false")
     return compile, graph, kernel
+
 
 class StaticDecoder:
     """Fixed buffers and one captured decode step for prompts whose per-layer KV fits its capacities.

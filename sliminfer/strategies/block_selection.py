@@ -35,7 +35,7 @@ def window_blocks(n_tokens: int, block_size: int, window: int) -> int:
 def fewest_kept_tokens(block_size: int, window: int) -> int:
     """The fewest prompt tokens a pruning stage keeps whatever its budget (tail aside): the sink blocks and the
     full blocks that hold the scorer's ``window`` queries, at least the last one."""
-    return (PREFILL_SINK_BLOCKS + max(1, -(-window // block_size))) * block_size
+    return (PREFILL_SINK_BLOCKS + window_blocks(0, block_size, window)) * block_size  # no tail: the most blocks
 
 
 def check_budget_fits_window(block_size: int, window: int, smallest_budget: int | None, field: str) -> None:

@@ -72,8 +72,7 @@ class Subject:
         schedule keeps 10 blocks after layer 1 and 4 after layer 3, or what the sink and the scorer's window
         blocks always keep where that is more)."""
         size = self.block_size
-        floor = fewest_kept_tokens(size, int(self._scorer_options().window))
-        small = max(4 * size, -(-floor // size) * size)
+        small = max(4 * size, fewest_kept_tokens(size, int(self._scorer_options().window)))  # whole blocks
         raw: dict[str, Any] = {"pruning": {
             "scorer": PARTNER_SCORER,
             "schedule": {"name": "fixed", "layers": PARTNER_LAYERS, "budgets": [max(10 * size, small), small]},
